@@ -1,0 +1,90 @@
+"""Configuration read from the environment, with the embedded defaults (one machine, no servers).
+
+Every knob of the platform lives here, so a reader finds each environment variable in one place.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).resolve() if value else default
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not a number") from exc
+
+
+def _env_optional_int(name: str) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    if raw in ("", "all", "none"):
+        return None
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer or 'all'") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo_root: Path
+    source_csv: Path
+    work_dir: Path
+    reports_dir: Path
+    logs_dir: Path
+    expectations_dir: Path
+    bentos_dir: Path
+    bentoml_home: Path
+    mlflow_tracking_uri: str
+    mlflow_artifacts_dir: Path
+    model_name: str
+    lookback_days: int | None
+    holdout_fraction: float
+    max_bad_row_share: float
+    max_rmse_ratio_to_baseline: float
+    epochs: int
+    seed: int
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.work_dir / "runs"
+
+    def run_dir(self, run_id: str) -> Path:
+        """Working directory of one pipeline run: raw zone, quarantine, transform, model."""
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
+        return self.runs_dir / safe
+
+
+def load_settings() -> Settings:
+    root = _env_path("TAXI_REPO_ROOT", REPO_ROOT)
+    default_mlflow_db = root / "mlflow" / "mlflow.db"
+    return Settings(
+        repo_root=root,
+        source_csv=_env_path("TAXI_SOURCE_CSV", root / "data" / "chicago_taxi_trips.csv"),
+        work_dir=_env_path("TAXI_WORK_DIR", root / "var"),
+        reports_dir=_env_path("TAXI_REPORTS_DIR", root / "reports"),
+        logs_dir=_env_path("TAXI_LOGS_DIR", root / "logs"),
+        expectations_dir=root / "expectations",
+        bentos_dir=root / "bentos",
+        bentoml_home=_env_path("BENTOML_HOME", root / "var" / "bentoml"),
+        mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{default_mlflow_db}"),
+        mlflow_artifacts_dir=_env_path("TAXI_MLFLOW_ARTIFACTS", root / "mlflow" / "artifacts"),
+        model_name=os.environ.get("TAXI_MODEL_NAME", "chicago_taxi_fare"),
+        lookback_days=_env_optional_int("TAXI_LOOKBACK_DAYS"),
+        holdout_fraction=_env_float("TAXI_HOLDOUT_FRACTION", 0.2),
+        max_bad_row_share=_env_float("TAXI_MAX_BAD_ROW_SHARE", 0.05),
+        max_rmse_ratio_to_baseline=_env_float("TAXI_MAX_RMSE_RATIO", 0.6),
+        epochs=int(_env_float("TAXI_EPOCHS", 80)),
+        seed=int(_env_float("TAXI_SEED", 42)),
+    )

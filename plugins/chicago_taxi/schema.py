@@ -1,0 +1,114 @@
+"""The single source of truth for the Chicago taxi trip schema and the model's features.
+
+Every other module derives from what is declared here: the raw-data expectations
+(`validation`), the tf.Transform `preprocessing_fn` (`transform`), the Keras model inputs
+(`train`), and the pyfunc that serves raw rows (`registry`). Nobody retypes a column name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+LABEL = "fare"
+# Known only after the trip ends: feeding either as an input would leak the answer.
+FORBIDDEN_INPUTS = frozenset({"fare", "tips"})
+TIMESTAMP = "trip_start_timestamp"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One raw column of a trip: its kind, whether it may be null, and its allowed range."""
+
+    name: str
+    kind: str  # "int", "float" or "string"
+    nullable: bool = True
+    min_value: float | None = None
+    max_value: float | None = None
+    allowed: tuple[str, ...] | None = None
+    # Why the range exists, shown next to a failed expectation.
+    why: str = ""
+    # Columns needed at request time; the others may be absent from a scoring frame.
+    required_for_scoring: bool = False
+
+    @property
+    def pandas_types(self) -> list[str]:
+        """The pandas dtypes a column of this kind may arrive as (ints with nulls read as floats)."""
+        return {
+            "int": ["int64", "int32", "Int64", "float64"],
+            "float": ["float64", "float32", "int64", "int32", "Int64"],
+            "string": ["object", "str", "string"],
+        }[self.kind]
+
+
+# Chicago's 2013-2016 taxi tariff starts at a $3.25 flag pull: a smaller fare is not a real trip.
+MIN_FARE = 3.25
+MAX_FARE = 300.0
+MAX_TRIP_MILES = 100.0
+MAX_TRIP_SECONDS = 6 * 3600
+MAX_SPEED_MPH = 80.0
+# Bounding box of the City of Chicago with a margin; coordinates outside it are GPS faults.
+CHICAGO_LAT = (41.60, 42.10)
+CHICAGO_LON = (-88.00, -87.50)
+
+PAYMENT_TYPES = ("Cash", "Credit Card", "No Charge", "Unknown", "Dispute", "Pcard", "Prcard", "Mobile", "Prepaid")
+
+COLUMNS: tuple[Column, ...] = (
+    Column("pickup_community_area", "int", min_value=1, max_value=77, why="Chicago has 77 community areas", required_for_scoring=False),
+    Column(LABEL, "float", nullable=False, min_value=MIN_FARE, max_value=MAX_FARE, why="flag pull is $3.25; >$300 is a meter fault"),
+    Column("trip_start_month", "int", nullable=False, min_value=1, max_value=12, why="calendar month", required_for_scoring=True),
+    Column("trip_start_hour", "int", nullable=False, min_value=0, max_value=23, why="hour of day", required_for_scoring=True),
+    Column("trip_start_day", "int", nullable=False, min_value=1, max_value=7, why="day of week, 1 = Sunday", required_for_scoring=True),
+    Column(TIMESTAMP, "int", nullable=False, min_value=1356998400, max_value=1893456000, why="epoch seconds of Chicago local time, 2013 onwards"),
+    Column("pickup_latitude", "float", min_value=CHICAGO_LAT[0], max_value=CHICAGO_LAT[1], why="inside Chicago"),
+    Column("pickup_longitude", "float", min_value=CHICAGO_LON[0], max_value=CHICAGO_LON[1], why="inside Chicago"),
+    Column("dropoff_latitude", "float", min_value=CHICAGO_LAT[0], max_value=CHICAGO_LAT[1], why="inside Chicago"),
+    Column("dropoff_longitude", "float", min_value=CHICAGO_LON[0], max_value=CHICAGO_LON[1], why="inside Chicago"),
+    Column("trip_miles", "float", nullable=False, min_value=0, max_value=MAX_TRIP_MILES, why="no city trip exceeds 100 miles", required_for_scoring=True),
+    Column("pickup_census_tract", "int"),
+    Column("dropoff_census_tract", "int"),
+    Column("payment_type", "string", nullable=False, allowed=PAYMENT_TYPES, why="payment types the city publishes"),
+    Column("company", "string"),
+    Column("trip_seconds", "float", nullable=False, min_value=1, max_value=MAX_TRIP_SECONDS, why="a trip lasts more than 0 s and under 6 h", required_for_scoring=True),
+    Column("dropoff_community_area", "int", min_value=1, max_value=77, why="Chicago has 77 community areas"),
+    Column("tips", "float", min_value=0, max_value=500, why="tips are never negative"),
+)
+COLUMNS_BY_NAME = {c.name: c for c in COLUMNS}
+RAW_COLUMN_NAMES = tuple(c.name for c in COLUMNS)
+
+
+# ---- features: what the model sees, grouped by how tf.Transform treats them ----
+# Dense floats: z-scored (and log1p-then-z-scored, since distances and durations are skewed).
+DENSE_FLOAT_FEATURES = ("trip_miles", "trip_seconds")
+# Coordinates: bucketized by quantiles; a missing coordinate gets a bucket of its own.
+BUCKET_FEATURES = ("pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude")
+BUCKET_COUNT = 10
+# Strings: vocabularies with out-of-vocabulary buckets.
+VOCAB_FEATURES = ("payment_type", "company")
+VOCAB_SIZE = 100
+OOV_BUCKETS = 2
+# Small integers used directly as categorical ids, with their id-space size (0 = missing).
+CATEGORICAL_ID_FEATURES = {
+    "trip_start_hour": 24,
+    "trip_start_day": 8,
+    "trip_start_month": 13,
+    "pickup_community_area": 78,
+    "dropoff_community_area": 78,
+}
+# Features derived inside the transform graph, so serving computes them identically.
+DERIVED_DENSE_FEATURES = ("straight_line_miles", "miles_not_recorded", "coordinates_missing")
+
+MODEL_INPUT_COLUMNS = DENSE_FLOAT_FEATURES + BUCKET_FEATURES + VOCAB_FEATURES + tuple(CATEGORICAL_ID_FEATURES)
+assert not FORBIDDEN_INPUTS & set(MODEL_INPUT_COLUMNS), "fare/tips must never be model inputs"
+
+
+def transformed_name(key: str) -> str:
+    """Name of a feature after tf.Transform (the TFX `_xf` convention)."""
+    return f"{key}_xf"
+
+
+def optional_scoring_columns() -> tuple[str, ...]:
+    """Model inputs a scoring frame may omit; they are filled exactly as in training."""
+    return tuple(c for c in MODEL_INPUT_COLUMNS if not COLUMNS_BY_NAME[c].required_for_scoring)
+
+
+def required_scoring_columns() -> tuple[str, ...]:
+    return tuple(c for c in MODEL_INPUT_COLUMNS if COLUMNS_BY_NAME[c].required_for_scoring)

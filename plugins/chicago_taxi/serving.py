@@ -1,0 +1,67 @@
+"""What the prediction service shares with the rest of the platform: its request model, derived
+from the trip schema, and the packaging of a registered model version into a Bento."""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from chicago_taxi import schema
+
+log = logging.getLogger(__name__)
+BENTO_NAME = "chicago_taxi_fare_service"
+_PY_TYPES = {"int": int, "float": float, "string": str}
+
+
+def _trip_fields() -> dict:
+    fields = {}
+    for name in schema.MODEL_INPUT_COLUMNS:
+        col = schema.COLUMNS_BY_NAME[name]
+        py_type = _PY_TYPES[col.kind]
+        constraints = {}
+        if col.min_value is not None:
+            constraints["ge"] = col.min_value
+        if col.max_value is not None:
+            constraints["le"] = col.max_value
+        description = col.why or name
+        if col.required_for_scoring:
+            fields[name] = (py_type, Field(..., description=description, **constraints))
+        else:
+            fields[name] = (py_type | None, Field(None, description=description, **constraints))
+    return fields
+
+
+# One request field per model input, with the schema's types and ranges; extra fields are ignored.
+TripRequest: type[BaseModel] = create_model(
+    "TripRequest", __config__=ConfigDict(extra="ignore"), **_trip_fields()
+)
+
+
+def bento_model_tag(model_name: str, version: str, run_id: str) -> str:
+    return f"{model_name}:mlflow-v{version}-{run_id[:8]}"
+
+
+def build_bento(repo_root: Path, model_name: str, version: str, run_id: str, bentoml_home: Path) -> str:
+    """Import the registered MLflow version into BentoML's store and `bentoml build` the service."""
+    import bentoml
+
+    os.environ["BENTOML_HOME"] = str(bentoml_home)
+    tag = bento_model_tag(model_name, version, run_id)
+    try:
+        bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        bentoml.mlflow.import_model(tag, f"models:/{model_name}/{version}", labels={"mlflow_version": str(version), "mlflow_run_id": run_id})
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "TAXI_BENTO_MODEL_TAG": tag, "BENTOML_DO_NOT_TRACK": "True"}
+    cmd = [str(Path(sys.executable).parent / "bentoml"), "build", "-f", "bentos/bentofile.yaml", "-o", "tag",
+           "--label", f"mlflow_version={version}", "."]
+    log.info("building bento: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, cwd=repo_root, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bentoml build failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    bento_tag = proc.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    log.info("built bento %s for model %s", bento_tag, tag)
+    return bento_tag
