@@ -85,6 +85,6 @@ def load_settings() -> Settings:
         holdout_fraction=_env_float("TAXI_HOLDOUT_FRACTION", 0.2),
         max_bad_row_share=_env_float("TAXI_MAX_BAD_ROW_SHARE", 0.05),
         max_rmse_ratio_to_baseline=_env_float("TAXI_MAX_RMSE_RATIO", 0.6),
-        epochs=int(_env_float("TAXI_EPOCHS", 80)),
+        epochs=int(_env_float("TAXI_EPOCHS", 40)),
         seed=int(_env_float("TAXI_SEED", 42)),
     )

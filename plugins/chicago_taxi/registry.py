@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from chicago_taxi import schema
 from chicago_taxi.evaluate import Metrics, regression_metrics
 from chicago_taxi.predictor import MODEL_ARTIFACT, TRANSFORM_ARTIFACT
 
@@ -99,6 +100,7 @@ def log_run(
             artifacts={TRANSFORM_ARTIFACT: transform_dir, MODEL_ARTIFACT: model_path},
             code_paths=[str(PACKAGE_DIR)],
             input_example=input_example,
+            signature=model_signature(),
             registered_model_name=model_name,
             pip_requirements=_pip_requirements(),
         )
@@ -106,6 +108,23 @@ def log_run(
     MlflowClient().set_registered_model_alias(model_name, alias, version)
     log.info("registered %s version %s with alias %s", model_name, version, alias)
     return Registration(run.info.run_id, model_name, version, alias, f"models:/{model_name}/{version}")
+
+
+def model_signature():
+    """Raw trip columns in (Chicago names; only request-time ones required), fares out.
+
+    Numbers are typed Any: MLflow refuses int64 -> double ("unsafe") and ints with nulls arrive
+    as doubles, so the predictor coerces them itself. Columns not listed are dropped.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
+
+    columns = [
+        ColSpec("string" if schema.COLUMNS_BY_NAME[name].kind == "string" else AnyType(), name, required=schema.COLUMNS_BY_NAME[name].required_for_scoring)
+        for name in schema.MODEL_INPUT_COLUMNS
+    ]
+    return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("double", "fare")]))
 
 
 def _pip_requirements() -> list[str]:

@@ -46,22 +46,41 @@ def bento_model_tag(model_name: str, version: str, run_id: str) -> str:
 
 
 def build_bento(repo_root: Path, model_name: str, version: str, run_id: str, bentoml_home: Path) -> str:
-    """Import the registered MLflow version into BentoML's store and `bentoml build` the service."""
+    """Import the registered MLflow version into BentoML's store and `bentoml build` the service.
+
+    Runs in a child process: BentoML's lazily loaded configuration fails to initialise inside a
+    worker that already imported TensorFlow, GX and Airflow's task runner.
+    """
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "True",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "chicago_taxi.serving", "build-bento", model_name, str(version), run_id]
+    log.info("building bento: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, cwd=repo_root, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bento build for {model_name} version {version} failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    bento_tag = proc.stdout.strip().splitlines()[-1]
+    log.info("built bento %s", bento_tag)
+    return bento_tag
+
+
+def _import_and_build(model_name: str, version: str, run_id: str) -> str:
     import bentoml
 
-    os.environ["BENTOML_HOME"] = str(bentoml_home)
     tag = bento_model_tag(model_name, version, run_id)
     try:
         bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
         bentoml.mlflow.import_model(tag, f"models:/{model_name}/{version}", labels={"mlflow_version": str(version), "mlflow_run_id": run_id})
-    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "TAXI_BENTO_MODEL_TAG": tag, "BENTOML_DO_NOT_TRACK": "True"}
     cmd = [str(Path(sys.executable).parent / "bentoml"), "build", "-f", "bentos/bentofile.yaml", "-o", "tag",
            "--label", f"mlflow_version={version}", "."]
-    log.info("building bento: %s", " ".join(cmd))
-    proc = subprocess.run(cmd, cwd=repo_root, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env={**os.environ, "TAXI_BENTO_MODEL_TAG": tag}, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"bentoml build failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    bento_tag = proc.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
-    log.info("built bento %s for model %s", bento_tag, tag)
-    return bento_tag
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"bentoml build failed with exit code {proc.returncode}")
+    return proc.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 5 or sys.argv[1] != "build-bento":
+        sys.exit("usage: python -m chicago_taxi.serving build-bento MODEL_NAME VERSION MLFLOW_RUN_ID")
+    print(_import_and_build(*sys.argv[2:]))

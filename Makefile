@@ -1,0 +1,43 @@
+# Chicago Taxi MLOps platform. `make run` trains end to end; `make test` runs the tests.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+ENV := source scripts/env.sh &&
+VENV_STAMP := .venv/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+
+help:
+	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV_STAMP): requirements.txt
+	@scripts/setup_venv.sh
+	@touch $@
+
+venv: $(VENV_STAMP) ## create .venv (Python 3.11) from the pinned requirements
+
+init: venv ## prepare the embedded defaults: Airflow's SQLite DB, MLflow dir
+	@$(ENV) scripts/init_airflow.sh
+
+run: init ## run the taxi_training DAG end to end through Airflow and print the summary
+	@$(ENV) scripts/run_training.sh $(RUN_DATE)
+
+test: init ## run the whole pytest suite (starts what it needs)
+	@$(ENV) python -m pytest $(PYTEST_ARGS)
+
+bench: init ## benchmark each training task on the full 15k trips
+	@$(ENV) python benchmarks/bench_training.py
+
+airflow-ui: init ## Airflow UI + scheduler + triggerer on 127.0.0.1:8080, parallelism 4
+	@$(ENV) scripts/airflow_stack.sh start
+
+airflow-stop: ## stop the Airflow stack started by airflow-ui
+	@$(ENV) scripts/airflow_stack.sh stop
+
+mlflow-ui: venv ## MLflow UI on 127.0.0.1:5000 over the local store
+	@$(ENV) mlflow ui --host 127.0.0.1 --port $${MLFLOW_PORT:-5000} --backend-store-uri "$$MLFLOW_TRACKING_URI"
+
+suites: venv ## regenerate the GX suites under expectations/ from the schema module
+	@$(ENV) python -m chicago_taxi.validation write-suites
+
+clean: ## remove runtime state (Airflow DB, MLflow store, Bentos, run outputs, reports)
+	rm -rf var mlflow reports logs
+
+.PHONY: help venv init run test bench airflow-ui airflow-stop mlflow-ui suites clean

@@ -1,0 +1,26 @@
+# Environment for every project command (sourced by the Makefile and the test fixtures).
+# Everything lives inside the checkout and listens on 127.0.0.1 only.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export TAXI_REPO_ROOT="$ROOT"
+export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/var/airflow}"
+export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
+export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__CORE__EXECUTOR="${AIRFLOW__CORE__EXECUTOR:-LocalExecutor}"
+# 2 cores: the default 32 parallel workers take 1.4 GB for nothing.
+export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-4}"
+export AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG=4
+export AIRFLOW__API__HOST=127.0.0.1
+export AIRFLOW__API__PORT="${AIRFLOW_PORT:-8080}"
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:${AIRFLOW_PORT:-8080}/execution/"
+export AIRFLOW__LOGGING__BASE_LOG_FOLDER="$ROOT/logs/airflow"
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
+export AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR=False
+export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$ROOT/mlflow/mlflow.db}"
+export BENTOML_HOME="${BENTOML_HOME:-$ROOT/var/bentoml}"
+export BENTOML_DO_NOT_TRACK=True
+export MLFLOW_ENABLE_TELEMETRY=false
+export DO_NOT_TRACK=1
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+export PYTHONPATH="$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
+export PATH="$ROOT/.venv/bin:$PATH"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv with Python 3.11 from the pinned requirements (uv: seconds from a warm cache).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || { echo "error: $PY not found; install Python 3.11 (pyenv install 3.11.7)" >&2; exit 1; }
+if ! command -v uv >/dev/null; then
+  echo "installing uv into the user site of $PY"
+  "$PY" -m pip install --quiet --user uv || "$PY" -m pip install --quiet uv
+fi
+UV=$(command -v uv || echo "$("$PY" -m site --user-base)/bin/uv")
+[ -x .venv/bin/python ] || "$UV" venv --quiet --python "$PY" .venv
+echo "installing pinned requirements into .venv"
+VIRTUAL_ENV=$PWD/.venv "$UV" pip install --quiet -r requirements.txt
