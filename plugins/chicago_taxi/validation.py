@@ -154,7 +154,8 @@ def write_suites(expectations_dir: Path) -> list[Path]:
     for suite_name, expectations in ((RAW_SUITE, raw_suite_expectations()), (TRANSFORMED_SUITE, transformed_suite_expectations())):
         suite = gx.ExpectationSuite(name=suite_name, meta={"generated_by": "python -m chicago_taxi.validation write-suites"})
         for exp in expectations:
-            suite.add_expectation_configuration(ExpectationConfiguration(**exp))
+            # add_expectation_configuration() would keep a single expect_column_to_exist.
+            suite.add_expectation(ExpectationConfiguration(**exp).to_domain_obj())
         suite = ctx.suites.add_or_update(suite)
         try:
             asset = datasource.get_asset(suite_name)

@@ -1,0 +1,76 @@
+"""DAG integrity, parametrized by DAG file (the file path is the test id)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT
+
+DAG_FILES = sorted((REPO_ROOT / "dags").glob("*.py"))
+# The schedule each DAG documents in its docstring and the README.
+DOCUMENTED_SCHEDULES = {"taxi_training": "@daily"}
+REQUIRED_TAGS = {"chicago-taxi"}
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO_ROOT / "dags"))
+
+
+def _dags_of(dagbag, path: Path):
+    return [d for d in dagbag.dags.values() if Path(d.fileloc).resolve() == path.resolve()]
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_dag_file_imports_without_errors(dagbag, path):
+    errors = {k: v for k, v in dagbag.import_errors.items() if Path(k).resolve() == path.resolve()}
+    assert not errors, errors
+    assert _dags_of(dagbag, path), f"{path.name} defines no DAG"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_dag_has_owner_tags_retries_and_documented_schedule(dagbag, path):
+    for dag in _dags_of(dagbag, path):
+        assert REQUIRED_TAGS <= set(dag.tags), dag.dag_id
+        assert dag.doc_md, f"{dag.dag_id} has no documentation"
+        assert dag.dag_id in DOCUMENTED_SCHEDULES, f"{dag.dag_id}: document its schedule"
+        assert dag.schedule == DOCUMENTED_SCHEDULES[dag.dag_id]
+        for task in dag.tasks:
+            assert task.owner and task.owner != "airflow", f"{dag.dag_id}.{task.task_id} has no owner"
+            assert task.retries >= 1, f"{dag.dag_id}.{task.task_id} has no retries"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_dag_has_no_cycles(dagbag, path):
+    for dag in _dags_of(dagbag, path):
+        state: dict[str, int] = {}
+
+        def visit(task_id: str) -> None:
+            assert state.get(task_id) != 1, f"cycle through {dag.dag_id}.{task_id}"
+            if state.get(task_id) == 2:
+                return
+            state[task_id] = 1
+            for child in dag.task_dict[task_id].downstream_task_ids:
+                visit(child)
+            state[task_id] = 2
+
+        for task_id in dag.task_dict:
+            visit(task_id)
+
+
+def test_training_dag_runs_the_documented_steps_in_order(dagbag):
+    dag = dagbag.dags["taxi_training"]
+    order = ["extract", "validate_raw", "transform", "validate_transformed", "train", "evaluate", "register", "build_bento"]
+    for upstream, downstream in zip(order, order[1:]):
+        assert dag.task_dict[upstream].downstream_task_ids == {downstream}
+
+
+def test_dag_files_do_not_import_heavy_libraries_at_module_level():
+    # Parsing stays fast: TensorFlow, pandas, GX, MLflow load inside tasks only.
+    heavy = ("tensorflow", "pandas", "great_expectations", "mlflow", "bentoml", "apache_beam")
+    for path in DAG_FILES:
+        top_level = [line for line in path.read_text().splitlines() if line.startswith(("import ", "from "))]
+        assert not [l for l in top_level if any(h in l for h in heavy)], path.name

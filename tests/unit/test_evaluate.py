@@ -1,0 +1,51 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from chicago_taxi.evaluate import Metrics, TariffBaseline, decide_promotion, regression_metrics
+
+
+def test_regression_metrics_on_known_values():
+    m = regression_metrics([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 6.0])
+    assert m.rmse == pytest.approx(1.0)
+    assert m.mae == pytest.approx(0.5)
+    assert m.r2 == pytest.approx(1 - 4 / 5)
+    assert m.rows == 4
+
+
+def test_regression_metrics_refuse_non_finite_predictions():
+    with pytest.raises(ValueError, match="not finite"):
+        regression_metrics([1.0, 2.0], [1.0, np.inf])
+
+
+def test_tariff_baseline_recovers_a_linear_tariff():
+    rng = np.random.default_rng(0)
+    trips = pd.DataFrame({"trip_miles": rng.uniform(0, 20, 500), "trip_seconds": rng.uniform(60, 3600, 500)})
+    trips["fare"] = 3.25 + 1.8 * trips.trip_miles + 0.004 * trips.trip_seconds
+    baseline = TariffBaseline.fit(trips)
+    assert baseline.intercept == pytest.approx(3.25)
+    assert baseline.per_mile == pytest.approx(1.8)
+    assert baseline.per_second == pytest.approx(0.004)
+    assert np.allclose(baseline.predict(trips), trips.fare)
+
+
+def _m(rmse):
+    return Metrics(rmse=rmse, mae=rmse / 2, r2=0.9, rows=100)
+
+
+def test_candidate_not_clearly_better_than_baseline_is_not_registered():
+    decision = decide_promotion(_m(2.5), _m(4.0), None, 0.6)
+    assert not decision.register and decision.alias is None
+    assert "0.625x" in decision.reasons[0]
+
+
+def test_first_good_candidate_becomes_champion():
+    decision = decide_promotion(_m(2.0), _m(4.0), None, 0.6)
+    assert decision.register and decision.promote_to_champion and decision.alias == "champion"
+
+
+def test_champion_moves_only_when_candidate_is_no_worse():
+    better = decide_promotion(_m(2.0), _m(4.0), _m(2.1), 0.6)
+    worse = decide_promotion(_m(2.2), _m(4.0), _m(2.1), 0.6)
+    assert better.alias == "champion" and better.promote_to_champion
+    assert worse.alias == "challenger" and worse.register and not worse.promote_to_champion
