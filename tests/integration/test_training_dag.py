@@ -1,0 +1,174 @@
+"""The whole taxi_training DAG through Airflow (`airflow dags test`) on the real data, with a real
+MLflow store (SQLite) and real BentoML build and serving, all under a temp dir."""
+from __future__ import annotations
+
+import json
+import math
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import DATA_CSV, REPO_ROOT, project_env
+
+MODEL = "chicago_taxi_fare"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stack")
+    env = project_env(tmp)
+    proc = subprocess.run(["airflow", "db", "migrate"], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 0, f"airflow db migrate failed: {proc.stderr[-2000:]}"
+    return tmp, env
+
+
+def run_dag(stack, logical_date: str, **overrides) -> tuple[subprocess.CompletedProcess, dict]:
+    tmp, env = stack
+    env = {**env, **overrides}
+    started = time.time()
+    proc = subprocess.run(["airflow", "dags", "test", "taxi_training", logical_date], env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
+    reports = [p for p in (tmp / "logs" / "runs").glob("*.json") if p.stat().st_mtime >= started]
+    assert reports, f"the run left no report; exit {proc.returncode}: {proc.stdout[-3000:]}"
+    return proc, json.loads(max(reports, key=lambda p: p.stat().st_mtime).read_text())
+
+
+def mlflow_client(stack):
+    import mlflow
+
+    tmp, env = stack
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    return mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"], env["MLFLOW_TRACKING_URI"])
+
+
+@pytest.fixture(scope="module")
+def first_run(stack):
+    proc, report = run_dag(stack, "2017-01-01")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return report
+
+
+def test_first_run_registers_a_champion_that_beats_the_baseline(first_run, stack):
+    ev = first_run["evaluate"]
+    assert first_run["extract"]["rows"] == 15002
+    assert first_run["validate_raw"]["success"] and first_run["validate_raw"]["quarantined_rows"] > 0
+    assert first_run["validate_transformed"]["success"]
+    assert ev["rmse_ratio_to_baseline"] <= 0.6, ev
+    assert first_run["register"]["version"] == "1" and first_run["register"]["alias"] == "champion"
+    client = mlflow_client(stack)
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    run = client.get_run(first_run["register"]["run_id"])
+    assert run.data.metrics["candidate_rmse"] == pytest.approx(ev["candidate"]["rmse"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/predicted_vs_actual.png", "evaluation/residuals_by_hour.png", "evaluation/validate_raw.json"} <= artifacts
+
+
+def test_champion_pyfunc_returns_finite_fares_for_raw_rows_dirty_ones_included(first_run, stack):
+    import mlflow
+
+    mlflow_client(stack)
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    raw = pd.read_csv(DATA_CSV)
+    quarantine = pd.read_parquet(first_run["validate_raw"]["quarantine"])
+    dirty = raw[(raw.fare == 0) | (raw.trip_miles > 100) | (raw.trip_seconds == 0) | raw.company.isna() | raw.dropoff_latitude.isna()]
+    for frame in (raw.head(500), dirty, quarantine.drop(columns=["failed_expectations", "_row_id"])):
+        fares = np.asarray(model.predict(frame))
+        assert len(fares) == len(frame) and np.isfinite(fares).all()
+    # Only the request-time columns: the optional ones are filled as in training.
+    minimal = raw[["trip_miles", "trip_seconds", "trip_start_hour", "trip_start_day", "trip_start_month"]].head(50)
+    assert np.isfinite(np.asarray(model.predict(minimal))).all()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def test_built_bento_serves_the_same_fares_as_the_pyfunc(first_run, stack):
+    import mlflow
+
+    tmp, env = stack
+    tag = first_run["build_bento"]["bento_tag"]
+    assert first_run["build_bento"]["built"]
+    port = _free_port()
+    server = subprocess.Popen(["bentoml", "serve", tag, "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=tmp,
+                              stdout=subprocess.DEVNULL, stderr=open(tmp / "bento.log", "w"), start_new_session=True)
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None, (tmp / "bento.log").read_text()[-3000:]
+                time.sleep(0.5)
+        trips = pd.read_csv(DATA_CSV).head(40)  # includes trips without company or coordinates
+        columns = ["trip_miles", "trip_seconds", "trip_start_hour", "trip_start_day", "trip_start_month", "payment_type", "company",
+                   "pickup_community_area", "dropoff_community_area", "pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude"]
+        # Missing values travel as JSON null.
+        records = [{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in trips[columns].to_dict("records")]
+        status, single = _post(f"http://127.0.0.1:{port}/predict", {"trip": records[0]})
+        assert status == 200 and single["model_version"] == "1"
+        status, batch = _post(f"http://127.0.0.1:{port}/predict_batch", {"trips": records})
+        assert status == 200 and len(batch) == len(records)
+        mlflow_client(stack)
+        expected = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(trips[columns])
+        assert [b["fare"] for b in batch] == pytest.approx(list(np.round(expected, 2)), abs=0.011)
+        assert single["fare"] == batch[0]["fare"]
+        status, error = _post(f"http://127.0.0.1:{port}/predict", {"trip": {**records[0], "trip_miles": -1, "trip_start_hour": 25}})
+        assert status == 400 and "trip_miles" in json.dumps(error) and "trip_start_hour" in json.dumps(error)
+    finally:
+        import os
+        import signal
+
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_second_run_moves_champion_only_when_better(first_run, stack):
+    # A 3-epoch model: its metrics decide; the champion must follow the rule either way.
+    proc, report = run_dag(stack, "2017-01-02", TAXI_EPOCHS="3")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    ev, client = report["evaluate"], mlflow_client(stack)
+    assert ev["champion"]["version"] == "1"
+    champion = str(client.get_model_version_by_alias(MODEL, "champion").version)
+    if not ev["decision"]["register"]:
+        assert report["register"]["version"] is None and champion == "1"
+        assert not report["build_bento"]["built"]
+    elif ev["candidate"]["rmse"] <= ev["champion"]["rmse"]:
+        assert champion == "2"
+    else:
+        assert champion == "1" and str(client.get_model_version_by_alias(MODEL, "challenger").version) == "2"
+
+
+def test_failed_gate_stops_the_run_names_the_failures_and_registers_nothing(first_run, stack, tmp_path):
+    bad = pd.read_csv(DATA_CSV).drop(columns=["payment_type"])
+    bad.loc[: len(bad) // 10, "fare"] = 0.0
+    csv = tmp_path / "bad_batch.csv"
+    bad.to_csv(csv, index=False)
+    client = mlflow_client(stack)
+    versions_before = len(client.search_model_versions(f"name='{MODEL}'"))
+    proc, report = run_dag(stack, "2017-01-03", TAXI_SOURCE_CSV=str(csv))
+    assert proc.returncode != 0
+    gate = report["validate_raw"]
+    assert not gate["success"]
+    assert "expect_column_to_exist(payment_type)" in gate["error"]
+    assert "bad-row share" in gate["error"] and "expect_column_values_to_be_between(fare)" in gate["error"]
+    quarantine = pd.read_parquet(gate["quarantine"])
+    assert (quarantine.fare == 0).sum() >= len(bad) // 10
+    assert "transform" not in report and "register" not in report
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == versions_before
