@@ -8,9 +8,10 @@ echo "running taxi_training through Airflow${date_arg:+ for $date_arg} (task log
 airflow dags test taxi_training $date_arg > "$TAXI_REPO_ROOT/logs/taxi_training-last.log" 2>&1 &
 pid=$!
 # Progress: one line each time a task changes state.
-tail -n +1 -F "$TAXI_REPO_ROOT/logs/taxi_training-last.log" 2>/dev/null --pid=$pid \
-  | grep --line-buffered -oE "(Marking task as [A-Z_]+|task_id=[a-z_]+|[A-Za-z_ ]*QualityGateError: .{0,300})" \
-  | grep --line-buffered -E "Marking|QualityGate" | sed -u 's/^/  /' &
+tail -n +1 -F --pid=$pid "$TAXI_REPO_ROOT/logs/taxi_training-last.log" 2>/dev/null \
+  | grep --line-buffered -oE "\[DAG TEST\] (starting|end task) task_id=[a-z_]+|Task failed with exception" \
+  | sed -u -e 's/\[DAG TEST\] starting task_id=/  started  /' -e 's/\[DAG TEST\] end task task_id=/  finished /' \
+  | while IFS= read -r line; do echo "$(date +%T) $line"; done &
 wait $pid; rc=$?
 sleep 0.5
 report=$(find "$TAXI_REPO_ROOT/logs/runs" -name '*.json' -newer "$marker" 2>/dev/null | xargs -r ls -t | head -1)

@@ -1,0 +1,34 @@
+import pytest
+
+from chicago_taxi.config import load_settings
+from chicago_taxi.report import RunReport, summarize
+
+
+def test_report_sections_accumulate_and_mirror_to_logs(tmp_path):
+    report = RunReport(tmp_path / "run" / "report.json", tmp_path / "logs" / "run.json")
+    report.update("extract", {"rows": 3})
+    report.update("train", {"epochs_run": 1})
+    assert report.read()["extract"] == {"rows": 3}
+    assert (tmp_path / "logs" / "run.json").read_text() == (tmp_path / "run" / "report.json").read_text()
+
+
+def test_summary_names_failed_expectations_and_the_stop_reason():
+    text = summarize({
+        "validate_raw": {"success": False, "rows": 10, "quarantined_rows": 2, "bad_row_share": 0.2,
+                         "failed_expectations": {"expect_column_to_exist(fare)": 0},
+                         "blocking_failures": ["bad-row share 20.00% exceeds 5.00%"], "quarantine": "/q.parquet"},
+    })
+    assert "FAILED" in text and "expect_column_to_exist(fare)" in text and "STOPPED: bad-row share" in text and "/q.parquet" in text
+
+
+def test_bad_numeric_setting_names_the_variable(monkeypatch):
+    monkeypatch.setenv("TAXI_MAX_BAD_ROW_SHARE", "five percent")
+    with pytest.raises(ValueError, match="TAXI_MAX_BAD_ROW_SHARE"):
+        load_settings()
+
+
+def test_lookback_accepts_all_or_days(monkeypatch):
+    monkeypatch.setenv("TAXI_LOOKBACK_DAYS", "all")
+    assert load_settings().lookback_days is None
+    monkeypatch.setenv("TAXI_LOOKBACK_DAYS", "30")
+    assert load_settings().lookback_days == 30
