@@ -16,8 +16,19 @@ venv: $(VENV_STAMP) ## create .venv (Python 3.11) from the pinned requirements
 init: venv ## prepare the embedded defaults: Airflow's SQLite DB, MLflow dir
 	@$(ENV) scripts/init_airflow.sh
 
-run: init ## run the taxi_training DAG end to end through Airflow and print the summary
-	@$(ENV) scripts/run_training.sh $(RUN_DATE)
+run: init ## build the feature store, then run the taxi_training DAG through Airflow and print the summary
+	@$(ENV) scripts/run_dag.sh taxi_features $(RUN_DATE)
+	@$(ENV) scripts/run_dag.sh taxi_training $(RUN_DATE)
+
+materialize: init ## one run of each materialization DAG (online store: TAXI_ONLINE_STORE, default sqlite)
+	@$(ENV) scripts/run_dag.sh feast_materialize_hourly $(RUN_DATE)
+	@$(ENV) scripts/run_dag.sh feast_materialize_half_hourly $(RUN_DATE)
+
+services: ## start Redis on 127.0.0.1:6379 (installed from Debian's packages when missing)
+	@scripts/redis.sh start
+
+services-stop: ## stop the services started by `make services`
+	@scripts/redis.sh stop
 
 test: init ## run the whole pytest suite (starts what it needs)
 	@$(ENV) python -m pytest $(PYTEST_ARGS)
@@ -40,4 +51,5 @@ suites: venv ## regenerate the GX suites under expectations/ from the schema mod
 clean: ## remove runtime state (Airflow DB, MLflow store, Bentos, run outputs, reports)
 	rm -rf var mlflow reports logs
 
-.PHONY: help venv init run test bench airflow-ui airflow-stop mlflow-ui suites clean
+PHONY_EXTRA := materialize services services-stop
+.PHONY: $(PHONY_EXTRA) help venv init run test bench airflow-ui airflow-stop mlflow-ui suites clean

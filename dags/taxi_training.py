@@ -1,4 +1,7 @@
-"""taxi_training: raw Chicago trips -> GX gate -> tf.Transform -> GX gate -> Keras -> evaluate -> MLflow -> Bento.
+"""taxi_training: raw Chicago trips -> GX gate -> Feast point-in-time features -> tf.Transform -> GX gate
+-> Keras -> evaluate -> MLflow -> Bento.
+
+Needs the feature store built by the `taxi_features` DAG (`make run` runs it first).
 
 Schedule: daily (catchup off); each run trains on the trips up to its data interval's end
 (`TAXI_LOOKBACK_DAYS` limits how far back, default all). Backfill a range with
@@ -57,6 +60,12 @@ def taxi_training():
         return _gate("validate_raw", run_id)
 
     @task
+    def join_store_features(run_id=None):
+        from chicago_taxi import pipeline
+
+        return pipeline.join_store_features(run_id)
+
+    @task
     def transform(run_id=None):
         from chicago_taxi import pipeline
 
@@ -90,7 +99,7 @@ def taxi_training():
 
         return pipeline.build_bento(run_id)
 
-    extract() >> validate_raw() >> transform() >> validate_transformed() >> train() >> evaluate() >> register() >> build_bento()
+    extract() >> validate_raw() >> join_store_features() >> transform() >> validate_transformed() >> train() >> evaluate() >> register() >> build_bento()
 
 
 taxi_training()

@@ -24,3 +24,11 @@ export DO_NOT_TRACK=1
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 export PYTHONPATH="$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$ROOT/.venv/bin:$PATH"
+# Feast: feature_store.yaml reads these (chicago_taxi.features sets them the same way in code).
+export TAXI_FEATURES_DIR="${TAXI_FEATURES_DIR:-$ROOT/var/features}"
+export FEAST_REGISTRY_PATH="${FEAST_REGISTRY_PATH:-${TAXI_FEAST_DIR:-$ROOT/var/feast}/registry.db}"
+if [ "${TAXI_ONLINE_STORE:-sqlite}" = redis ]; then
+  export FEAST_ONLINE_STORE="{type: redis, connection_string: \"${REDIS_HOST:-127.0.0.1}:${REDIS_PORT:-6379}\"}"
+else
+  export FEAST_ONLINE_STORE="{type: sqlite, path: \"${TAXI_FEAST_DIR:-$ROOT/var/feast}/online.db\"}"
+fi

@@ -50,7 +50,27 @@ def project_env(tmp: Path, **overrides: str) -> dict[str, str]:
         TAXI_REPORTS_DIR=str(tmp / "reports"),
         TAXI_LOGS_DIR=str(tmp / "logs"),
         TAXI_MLFLOW_ARTIFACTS=str(tmp / "mlflow" / "artifacts"),
+        TAXI_FEAST_DIR=str(tmp / "feast"),
+        TAXI_FEATURES_DIR=str(tmp / "features"),
         AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(tmp / "logs" / "airflow"),
     )
     result.update(overrides)
     return result
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real redis-server on 127.0.0.1 (installed from Debian's packages if missing), stopped at the end."""
+    port = _free_port()
+    proc = subprocess.run([str(REPO_ROOT / "scripts" / "redis.sh"), "start", str(port)], capture_output=True, text=True)
+    assert proc.returncode == 0, f"could not start redis-server on 127.0.0.1:{port}: {proc.stdout}{proc.stderr}"
+    yield port
+    subprocess.run([str(REPO_ROOT / "scripts" / "redis.sh"), "stop", str(port)], capture_output=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -55,10 +56,23 @@ class Settings:
     max_rmse_ratio_to_baseline: float
     epochs: int
     seed: int
+    feature_repo: Path
+    feast_dir: Path
+    features_dir: Path
+    online_store: str
+    redis_address: str
+    replay_offset_days: float
+    materialize_overlap_minutes: float
 
     @property
     def runs_dir(self) -> Path:
         return self.work_dir / "runs"
+
+    def data_time(self, wall_clock: datetime) -> datetime:
+        """The trips' clock: wall-clock time minus the replay offset (trips are never shifted)."""
+        if wall_clock.tzinfo is None:
+            wall_clock = wall_clock.replace(tzinfo=timezone.utc)
+        return wall_clock.astimezone(timezone.utc) - timedelta(days=self.replay_offset_days)
 
     def run_dir(self, run_id: str) -> Path:
         """Working directory of one pipeline run: raw zone, quarantine, transform, model."""
@@ -87,4 +101,12 @@ def load_settings() -> Settings:
         max_rmse_ratio_to_baseline=_env_float("TAXI_MAX_RMSE_RATIO", 0.6),
         epochs=int(_env_float("TAXI_EPOCHS", 40)),
         seed=int(_env_float("TAXI_SEED", 42)),
+        feature_repo=root / "feature_repo",
+        feast_dir=_env_path("TAXI_FEAST_DIR", root / "var" / "feast"),
+        features_dir=_env_path("TAXI_FEATURES_DIR", root / "var" / "features"),
+        online_store=os.environ.get("TAXI_ONLINE_STORE", "sqlite"),
+        redis_address=f"{os.environ.get('REDIS_HOST', '127.0.0.1')}:{os.environ.get('REDIS_PORT', '6379')}",
+        # 2026-11-28 minus 3,650 days is 2016-11-30, inside the sample (which ends 2016-12-30).
+        replay_offset_days=_env_float("TAXI_REPLAY_OFFSET_DAYS", 3650),
+        materialize_overlap_minutes=_env_float("TAXI_MATERIALIZE_OVERLAP_MINUTES", 15),
     )

@@ -134,14 +134,31 @@ def _gate_section(gate: dict) -> dict:
     }
 
 
+# ---------------------------------------------------------------- 2b. feature store join
+def join_store_features(run_id: str, settings: Settings | None = None) -> dict:
+    """Point-in-time join of the Feast feature service onto the validated trips."""
+    from chicago_taxi.features import historical_features
+
+    settings = settings or load_settings()
+    paths = _paths(settings, run_id)
+    clean = pd.read_parquet(paths["gate"] / "clean.parquet")
+    joined = historical_features(clean, settings)
+    joined.to_parquet(paths["root"] / "trips_with_store_features.parquet", index=False)
+    coverage = {f: round(float(joined[f].notna().mean()), 4) for f in schema.STORE_FEATURES}
+    section = {"rows": len(joined), "feature_coverage": coverage, "replay_offset_days": settings.replay_offset_days}
+    _report(settings, paths).update("join_store_features", section)
+    log.info("store features joined onto %d trips; share with a value: %s", len(joined), coverage)
+    return section
+
+
 # ---------------------------------------------------------------- 3. transform
 def transform(run_id: str, settings: Settings | None = None) -> dict:
     from chicago_taxi.transform import analyze_and_transform, split_by_time
 
     settings = settings or load_settings()
     paths = _paths(settings, run_id)
-    clean = pd.read_parquet(paths["gate"] / "clean.parquet")
-    train, holdout = split_by_time(clean, settings.holdout_fraction)
+    trips = pd.read_parquet(paths["root"] / "trips_with_store_features.parquet")
+    train, holdout = split_by_time(trips, settings.holdout_fraction)
     paths["splits"].mkdir(parents=True, exist_ok=True)
     train.to_parquet(paths["splits"] / "train_raw.parquet", index=False)
     holdout.to_parquet(paths["splits"] / "holdout_raw.parquet", index=False)
@@ -186,8 +203,10 @@ def train(run_id: str, settings: Settings | None = None) -> dict:
     labels = pd.read_parquet(paths["splits"] / "train_raw.parquet", columns=[schema.LABEL])[schema.LABEL].to_numpy()
     if len(transformed) != len(labels):
         raise ValueError(f"transformed training rows ({len(transformed)}) and labels ({len(labels)}) differ")
-    result = train_model(transformed, labels, paths["model"], settings.epochs, settings.seed)
-    section = result.as_dict()
+    # The ablation (no store features) shows what the feature store adds; evaluate picks the better.
+    with_store = train_model(transformed, labels, paths["model"], settings.epochs, settings.seed, with_store=True)
+    without_store = train_model(transformed, labels, paths["model"], settings.epochs, settings.seed, with_store=False)
+    section = with_store.as_dict() | {"without_store": without_store.as_dict()}
     _report(settings, paths).update("train", section)
     return section
 
@@ -197,15 +216,21 @@ def evaluate(run_id: str, settings: Settings | None = None) -> dict:
     from chicago_taxi import registry
     from chicago_taxi.evaluate import TariffBaseline, decide_promotion, plot_evaluation, regression_metrics
     from chicago_taxi.predictor import FarePredictor
+    from chicago_taxi.train import model_filename
 
     settings = settings or load_settings()
     paths = _paths(settings, run_id)
     train_raw = pd.read_parquet(paths["splits"] / "train_raw.parquet")
     holdout = pd.read_parquet(paths["splits"] / "holdout_raw.parquet")
     # The candidate is scored through the same raw-trips path the pyfunc serves.
-    predictor = FarePredictor(paths["transform"] / "transform_graph", paths["model"] / "fare_model.keras")
-    predicted = predictor.predict(holdout)
-    candidate = regression_metrics(holdout[schema.LABEL], predicted)
+    variants = {}
+    for with_store in (True, False):
+        predictor = FarePredictor(paths["transform"] / "transform_graph", paths["model"] / model_filename(with_store))
+        prediction = predictor.predict(holdout)
+        variants[with_store] = (regression_metrics(holdout[schema.LABEL], prediction), prediction)
+    # The store features must earn their place: the variant without them wins a tie or better.
+    chosen = True if variants[True][0].rmse < variants[False][0].rmse else False
+    candidate, predicted = variants[chosen]
     baseline_model = TariffBaseline.fit(train_raw)
     baseline = regression_metrics(holdout[schema.LABEL], baseline_model.predict(holdout))
     registry.configure(settings.mlflow_tracking_uri, settings.mlflow_artifacts_dir)
@@ -213,7 +238,9 @@ def evaluate(run_id: str, settings: Settings | None = None) -> dict:
     decision = decide_promotion(candidate, baseline, champion, settings.max_rmse_ratio_to_baseline)
     plots = plot_evaluation(holdout, predicted, paths["reports"])
     section = {
-        "candidate": candidate.as_dict(),
+        "candidate": candidate.as_dict() | {"with_store_features": chosen, "model_file": model_filename(chosen)},
+        "with_store_features": variants[True][0].as_dict(),
+        "without_store_features": variants[False][0].as_dict(),
         "baseline": baseline.as_dict() | {"coefficients": baseline_model.__dict__},
         "champion": (champion.as_dict() | {"version": champion_version}) if champion else None,
         "rmse_ratio_to_baseline": round(candidate.rmse / baseline.rmse, 4),
@@ -236,7 +263,9 @@ def register(run_id: str, settings: Settings | None = None) -> dict:
     report = _report(settings, paths)
     evaluation = report.read()["evaluate"]
     decision = evaluation["decision"]
-    metrics = {f"candidate_{k}": v for k, v in evaluation["candidate"].items() if k != "rows"}
+    metrics = {f"candidate_{k}": v for k, v in evaluation["candidate"].items() if k in ("rmse", "mae", "r2")}
+    metrics |= {f"with_store_{k}": evaluation["with_store_features"][k] for k in ("rmse", "mae", "r2")}
+    metrics |= {f"without_store_{k}": evaluation["without_store_features"][k] for k in ("rmse", "mae", "r2")}
     metrics |= {f"baseline_{k}": v for k, v in evaluation["baseline"].items() if k in ("rmse", "mae", "r2")}
     metrics["rmse_ratio_to_baseline"] = evaluation["rmse_ratio_to_baseline"]
     if evaluation["champion"]:
@@ -251,6 +280,8 @@ def register(run_id: str, settings: Settings | None = None) -> dict:
         "epochs_run": sections["train"]["epochs_run"],
         "lookback_days": settings.lookback_days,
         "seed": settings.seed,
+        "store_features": evaluation["candidate"]["with_store_features"],
+        "replay_offset_days": settings.replay_offset_days,
     }
     artifacts = evaluation["plots"] + [str(p) for p in sorted(paths["gate"].glob("*.json"))]
     holdout = pd.read_parquet(paths["splits"] / "holdout_raw.parquet")
@@ -261,10 +292,10 @@ def register(run_id: str, settings: Settings | None = None) -> dict:
         metrics=metrics,
         artifact_files=artifacts,
         transform_dir=str(paths["transform"] / "transform_graph"),
-        model_path=str(paths["model"] / "fare_model.keras"),
+        model_path=str(paths["model"] / evaluation["candidate"]["model_file"]),
         register=decision["register"],
         alias=decision["alias"],
-        input_example=holdout.drop(columns=[schema.LABEL, "tips"]).head(3),
+        input_example=holdout.drop(columns=[schema.LABEL, "tips"]).head(3).astype({f: "float64" for f in schema.STORE_FEATURES}),
         tags={"airflow_run_id": run_id, "decision": "; ".join(decision["reasons"])},
     )
     section = result.as_dict() | {"reasons": decision["reasons"]}
@@ -286,4 +317,25 @@ def build_bento(run_id: str, settings: Settings | None = None) -> dict:
         tag = build(settings.repo_root, settings.model_name, registration["version"], registration["run_id"], settings.bentoml_home)
         section = {"built": True, "bento_tag": tag, "model_version": registration["version"]}
     report.update("build_bento", section)
+    return section
+
+
+# ---------------------------------------------------------------- taxi_features DAG
+def build_offline_store(run_id: str, settings: Settings | None = None) -> dict:
+    """Point-in-time aggregates of the validated trips into the Feast offline store (Parquet)."""
+    from chicago_taxi.features import write_offline_store
+
+    settings = settings or load_settings()
+    paths = _paths(settings, run_id)
+    written = write_offline_store(pd.read_parquet(paths["gate"] / "clean.parquet"), settings.features_dir)
+    _report(settings, paths).update("build_offline_store", written)
+    return written
+
+
+def feast_apply(run_id: str, settings: Settings | None = None) -> dict:
+    from chicago_taxi.features import apply_definitions
+
+    settings = settings or load_settings()
+    section = apply_definitions(settings)
+    _report(settings, _paths(settings, run_id)).update("feast_apply", section)
     return section

@@ -24,12 +24,12 @@ class FarePredictor:
         self.model = keras.models.load_model(model_path)
 
     def predict(self, trips: pd.DataFrame) -> np.ndarray:
-        from chicago_taxi.train import model_inputs
+        from chicago_taxi.train import kinds_of_model, model_inputs
 
         if trips.empty:
             return np.zeros(0, dtype=np.float64)
         transformed = self.graph.transform(trips)
-        raw = self.model.predict(model_inputs(transformed), verbose=0, batch_size=4096).reshape(-1)
+        raw = self.model.predict(model_inputs(transformed, kinds_of_model(self.model)), verbose=0, batch_size=4096).reshape(-1)
         # A fare below the flag pull is impossible; the model may undershoot on tiny trips.
         from chicago_taxi.schema import MIN_FARE
 

@@ -123,7 +123,7 @@ def model_signature():
     columns = [
         ColSpec("string" if schema.COLUMNS_BY_NAME[name].kind == "string" else AnyType(), name, required=schema.COLUMNS_BY_NAME[name].required_for_scoring)
         for name in schema.MODEL_INPUT_COLUMNS
-    ]
+    ] + [ColSpec(AnyType(), name, required=False) for name in schema.STORE_FEATURES]
     return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("double", "fare")]))
 
 

@@ -55,6 +55,9 @@ def summarize(report: dict) -> str:
             lines.append(f"    quarantine: {g['quarantine']}")
         if g.get("data_docs"):
             lines.append(f"    data docs: {g['data_docs']}")
+    js = report.get("join_store_features")
+    if js:
+        lines.append(f"Store features (point in time, replay offset {js['replay_offset_days']} days): share of trips with a value " + ", ".join(f"{k} {v:.0%}" for k, v in js["feature_coverage"].items()))
     tr = report.get("transform")
     if tr:
         lines.append(f"Transform: {tr['train_rows']} train + {tr['holdout_rows']} holdout rows (holdout from {tr['holdout_starts']}), {tr['rows_per_second']} rows/s")
@@ -62,11 +65,17 @@ def summarize(report: dict) -> str:
     if ev:
         lines.append("Holdout metrics:")
         lines.append(_metrics_line("candidate", ev["candidate"]))
+        if "with_store_features" in ev:
+            lines.append(_metrics_line("+store", ev["with_store_features"]) + "   (with feature-store features)")
+            lines.append(_metrics_line("-store", ev["without_store_features"]) + "   (without; candidate = the better one)")
         lines.append(_metrics_line("baseline", ev["baseline"]))
         lines.append(_metrics_line("champion", ev["champion"]))
         lines.append(f"  candidate/baseline RMSE ratio {ev['rmse_ratio_to_baseline']:.3f} (must be <= {ev['max_rmse_ratio_to_baseline']})")
         for reason in ev["decision"]["reasons"]:
             lines.append(f"  - {reason}")
+    for key in ("build_offline_store", "feast_apply"):
+        if report.get(key):
+            lines.append(f"{key}: " + json.dumps(report[key])[:300])
     reg = report.get("register")
     if reg:
         if reg.get("version"):

@@ -6,7 +6,7 @@ Every other module derives from what is declared here: the raw-data expectations
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 LABEL = "fare"
 # Known only after the trip ends: feeding either as an input would leak the answer.
@@ -96,8 +96,37 @@ CATEGORICAL_ID_FEATURES = {
 # Features derived inside the transform graph, so serving computes them identically.
 DERIVED_DENSE_FEATURES = ("straight_line_miles", "miles_not_recorded", "coordinates_missing")
 
+# ---- feature store (Feast): recent context per entity, computed point in time from past trips ----
+@dataclass(frozen=True)
+class StoreView:
+    """One Feast feature view: its entity, cadence, trailing window and features."""
+
+    name: str
+    entity: str
+    cadence_minutes: int
+    window_minutes: int
+    features: tuple[str, ...]
+
+    @property
+    def cadence(self) -> str:
+        return {60: "hourly", 30: "half_hourly"}[self.cadence_minutes]
+
+
+# The sample holds ~10 trips a day, so a trailing hour per area is empty 99% of the time; the
+# windows are a week (areas) and a day (companies), recomputed at each view's cadence.
+STORE_VIEWS = (
+    StoreView("area_hourly_stats", "pickup_community_area", 60, 7 * 24 * 60, ("area_trips_7d", "area_fare_per_mile_7d", "area_trip_seconds_7d")),
+    StoreView("company_half_hourly_stats", "company", 30, 24 * 60, ("company_trips_1d", "company_fare_1d")),
+)
+STORE_FEATURES = tuple(f for view in STORE_VIEWS for f in view.features)
+# Entity key for a trip whose area or company is missing: such trips still share statistics.
+MISSING_AREA_KEY = 0
+MISSING_COMPANY_KEY = "__missing__"
+
 MODEL_INPUT_COLUMNS = DENSE_FLOAT_FEATURES + BUCKET_FEATURES + VOCAB_FEATURES + tuple(CATEGORICAL_ID_FEATURES)
 assert not FORBIDDEN_INPUTS & set(MODEL_INPUT_COLUMNS), "fare/tips must never be model inputs"
+# Store features are optional model inputs: absent (or past their TTL) they are filled as in training.
+MODEL_INPUTS_WITH_STORE = MODEL_INPUT_COLUMNS + STORE_FEATURES
 
 
 def transformed_name(key: str) -> str:
@@ -107,7 +136,7 @@ def transformed_name(key: str) -> str:
 
 def optional_scoring_columns() -> tuple[str, ...]:
     """Model inputs a scoring frame may omit; they are filled exactly as in training."""
-    return tuple(c for c in MODEL_INPUT_COLUMNS if not COLUMNS_BY_NAME[c].required_for_scoring)
+    return tuple(c for c in MODEL_INPUT_COLUMNS if not COLUMNS_BY_NAME[c].required_for_scoring) + STORE_FEATURES
 
 
 def required_scoring_columns() -> tuple[str, ...]:

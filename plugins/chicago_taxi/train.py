@@ -15,13 +15,27 @@ import numpy as np
 import pandas as pd
 
 from chicago_taxi import schema
-from chicago_taxi.transform import transformed_feature_kinds
+from chicago_taxi.transform import store_transformed_features, transformed_feature_kinds
 
 log = logging.getLogger(__name__)
 EMBEDDING_DIM = 8
 HIDDEN_UNITS = (128, 64, 32)
 BATCH_SIZE = 256
 LEARNING_RATE = 2e-3
+
+
+def model_filename(with_store: bool) -> str:
+    return "fare_model.keras" if with_store else "fare_model_without_store.keras"
+
+
+def kinds_of_model(model) -> dict[str, tuple[str, int]]:
+    """The feature set a trained model was built with, told apart by its dense input width."""
+    width = next(t.shape[-1] for t in model.inputs if t.name == "dense_features")
+    for with_store in (True, False):
+        kinds = feature_set(with_store)
+        if sum(kind == "dense" for kind, _ in kinds.values()) == width:
+            return kinds
+    raise ValueError(f"model's dense input has {width} features, matching no known feature set")
 
 
 @dataclass
@@ -36,9 +50,17 @@ class TrainResult:
         return dict(self.__dict__)
 
 
-def model_inputs(transformed: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The Keras input dict: dense features stacked into one float matrix, ids one input each."""
+def feature_set(with_store: bool) -> dict[str, tuple[str, int]]:
+    """The transformed features a model variant reads: all, or all but the feature store's."""
     kinds = transformed_feature_kinds()
+    if not with_store:
+        kinds = {k: v for k, v in kinds.items() if k not in store_transformed_features()}
+    return kinds
+
+
+def model_inputs(transformed, kinds: dict[str, tuple[str, int]] | None = None) -> dict[str, np.ndarray]:
+    """The Keras input dict: dense features stacked into one float matrix, ids one input each."""
+    kinds = kinds if kinds is not None else transformed_feature_kinds()
     dense = [name for name, (kind, _) in kinds.items() if kind == "dense"]
     missing = [name for name in kinds if name not in transformed]
     if missing:
@@ -50,10 +72,9 @@ def model_inputs(transformed: pd.DataFrame) -> dict[str, np.ndarray]:
     return inputs
 
 
-def build_model(learning_rate=LEARNING_RATE):
+def build_model(kinds: dict[str, tuple[str, int]], learning_rate=LEARNING_RATE):
     import keras
 
-    kinds = transformed_feature_kinds()
     n_dense = sum(1 for kind, _ in kinds.values() if kind == "dense")
     inputs = {"dense_features": keras.Input(shape=(n_dense,), name="dense_features")}
     parts = [inputs["dense_features"]]
@@ -85,7 +106,7 @@ class _ProgressLog:
         return Callback()
 
 
-def train_model(transformed_train: pd.DataFrame, labels: np.ndarray, out_dir: Path, epochs: int, seed: int) -> TrainResult:
+def train_model(transformed_train: pd.DataFrame, labels: np.ndarray, out_dir: Path, epochs: int, seed: int, with_store: bool = True) -> TrainResult:
     """Fit on the whole training split for a fixed number of epochs with a cosine-decayed
     learning rate. (Early stopping on a time-ordered validation slice made the holdout RMSE
     swing by +-5% between seeds; the fixed schedule is steadier and as good.)"""
@@ -96,9 +117,10 @@ def train_model(transformed_train: pd.DataFrame, labels: np.ndarray, out_dir: Pa
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
     steps = int(np.ceil(len(labels) / BATCH_SIZE)) * epochs
-    model = build_model(keras.optimizers.schedules.CosineDecay(LEARNING_RATE, steps))
+    kinds = feature_set(with_store)
+    model = build_model(kinds, keras.optimizers.schedules.CosineDecay(LEARNING_RATE, steps))
     history = model.fit(
-        model_inputs(transformed_train),
+        model_inputs(transformed_train, kinds),
         np.asarray(labels, dtype=np.float32),
         epochs=epochs,
         batch_size=BATCH_SIZE,
@@ -106,7 +128,7 @@ def train_model(transformed_train: pd.DataFrame, labels: np.ndarray, out_dir: Pa
         callbacks=[_ProgressLog(every=10, total=epochs)],
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    model_path = out_dir / "fare_model.keras"
+    model_path = out_dir / model_filename(with_store)
     model.save(model_path)
     return TrainResult(
         model_path=str(model_path),

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 # Raw inputs the graph reads: every model input column; numbers travel as float32 with NaN
 # for "missing" (ints with nulls included), strings as bytes with "" for missing.
 _STRING_INPUTS = schema.VOCAB_FEATURES
-_NUMERIC_INPUTS = tuple(c for c in schema.MODEL_INPUT_COLUMNS if c not in _STRING_INPUTS)
+_NUMERIC_INPUTS = tuple(c for c in schema.MODEL_INPUTS_WITH_STORE if c not in _STRING_INPUTS)
 EARTH_RADIUS_MILES = 3958.8
 MISSING_TOKEN = "__missing__"
 
@@ -117,6 +117,16 @@ def preprocessing_fn(inputs: dict) -> dict:
     for key, size in schema.CATEGORICAL_ID_FEATURES.items():
         ids = tf.cast(fill_missing(inputs[key], 0.0), tf.int64)
         outputs[schema.transformed_name(key)] = tf.clip_by_value(ids, 0, size - 1)
+
+    # Store features: absent (no recent trips, or past TTL) -> 0 plus a per-view "missing" flag.
+    for view in schema.STORE_VIEWS:
+        missing = tf.math.is_nan(inputs[view.features[0]])
+        outputs[schema.transformed_name(f"{view.name}_missing")] = tf.cast(missing, tf.float32)
+        for key in view.features:
+            value = fill_missing(inputs[key], 0.0)
+            if "_trips_" in key:
+                value = tf.math.log1p(tf.maximum(value, 0.0))
+            outputs[schema.transformed_name(key)] = tft.scale_to_z_score(value)
     return outputs
 
 
@@ -134,7 +144,18 @@ def transformed_feature_kinds() -> dict[str, tuple[str, int]]:
         kinds[schema.transformed_name(key)] = ("categorical", schema.VOCAB_SIZE + schema.OOV_BUCKETS)
     for key, size in schema.CATEGORICAL_ID_FEATURES.items():
         kinds[schema.transformed_name(key)] = ("categorical", size)
+    for name in store_transformed_features():
+        kinds[name] = ("dense", 1)
     return kinds
+
+
+def store_transformed_features() -> tuple[str, ...]:
+    """The transformed features that come from the feature store (left out of the ablation model)."""
+    names = []
+    for view in schema.STORE_VIEWS:
+        names.append(schema.transformed_name(f"{view.name}_missing"))
+        names += [schema.transformed_name(key) for key in view.features]
+    return tuple(names)
 
 
 @dataclass
@@ -238,6 +259,10 @@ def analyze_and_transform(train_raw_path: Path, holdout_raw_path: Path, out_dir:
                     | f"Enumerate{label}" >> beam.FlatMap(lambda items: list(enumerate(items)))
                     | f"Write{label}" >> beam.Map(_WriteRecordBatches(target))
                 )
+    # The raw schema beside the graph: serving passes the graph exactly the inputs it was built with.
+    from tensorflow_transform.tf_metadata import metadata_io
+
+    metadata_io.write_metadata(metadata, str(transform_dir / "metadata"))
     seconds = time.perf_counter() - started
     rows = train_rows + holdout_rows
     log.info("tf.Transform done in %.1f s (%.0f rows/s)", seconds, rows / seconds)
@@ -259,11 +284,15 @@ class TransformGraph:
         import tensorflow_transform as tft
 
         self.output = tft.TFTransformOutput(str(transform_dir))
+        try:
+            self.input_names = set(self.output.raw_feature_spec())
+        except OSError:  # graphs saved before the raw schema was stored beside them
+            self.input_names = set(schema.MODEL_INPUT_COLUMNS)
 
     def transform(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
-        features = raw_frame_to_features(frame)
+        features = {k: v for k, v in raw_frame_to_features(frame).items() if k in self.input_names}
         tensors = {k: tf.constant(v, dtype=tf.string if v.dtype == object else tf.float32) for k, v in features.items()}
         transformed = self.output.transform_raw_features(tensors)
         return {k: v.numpy() for k, v in transformed.items()}

@@ -28,11 +28,11 @@ def stack(tmp_path_factory):
     return tmp, env
 
 
-def run_dag(stack, logical_date: str, **overrides) -> tuple[subprocess.CompletedProcess, dict]:
+def run_dag(stack, logical_date: str, dag_id: str = "taxi_training", **overrides) -> tuple[subprocess.CompletedProcess, dict]:
     tmp, env = stack
     env = {**env, **overrides}
     started = time.time()
-    proc = subprocess.run(["airflow", "dags", "test", "taxi_training", logical_date], env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
+    proc = subprocess.run(["airflow", "dags", "test", dag_id, logical_date], env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
     reports = [p for p in (tmp / "logs" / "runs").glob("*.json") if p.stat().st_mtime >= started]
     assert reports, f"the run left no report; exit {proc.returncode}: {proc.stdout[-3000:]}"
     return proc, json.loads(max(reports, key=lambda p: p.stat().st_mtime).read_text())
@@ -47,7 +47,21 @@ def mlflow_client(stack):
 
 
 @pytest.fixture(scope="module")
-def first_run(stack):
+def feature_store_built(stack):
+    """The taxi_features DAG: offline store and `feast apply`, which training reads."""
+    proc, report = run_dag(stack, "2017-01-01", dag_id="taxi_features")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return report
+
+
+def test_feature_dag_builds_both_views_and_applies_the_repo(feature_store_built):
+    built = feature_store_built["build_offline_store"]
+    assert built["area_hourly_stats"]["rows"] > 1000 and built["company_half_hourly_stats"]["rows"] > 1000
+    assert "FeatureService:fare_model_features" in feature_store_built["feast_apply"]["applied"]
+
+
+@pytest.fixture(scope="module")
+def first_run(stack, feature_store_built):
     proc, report = run_dag(stack, "2017-01-01")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return report
@@ -59,6 +73,9 @@ def test_first_run_registers_a_champion_that_beats_the_baseline(first_run, stack
     assert first_run["validate_raw"]["success"] and first_run["validate_raw"]["quarantined_rows"] > 0
     assert first_run["validate_transformed"]["success"]
     assert ev["rmse_ratio_to_baseline"] <= 0.6, ev
+    # Store features joined point in time, and both variants reported; the better one is the candidate.
+    assert min(first_run["join_store_features"]["feature_coverage"].values()) > 0.3
+    assert ev["candidate"]["rmse"] == min(ev["with_store_features"]["rmse"], ev["without_store_features"]["rmse"])
     assert first_run["register"]["version"] == "1" and first_run["register"]["alias"] == "champion"
     client = mlflow_client(stack)
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Run taxi_training through Airflow (`airflow dags test`: the real DAG, tasks in this process)
-# and print the run's summary from its JSON report.
+# Run a DAG through Airflow (`airflow dags test`: the real DAG, tasks in this process) and print
+# the run's summary from its JSON report. Usage: scripts/run_dag.sh DAG_ID [LOGICAL_DATE]
 set -uo pipefail
-date_arg=${1:-}
+dag_id=$1
+date_arg=${2:-}
+log="$TAXI_REPO_ROOT/logs/$dag_id-last.log"
+mkdir -p "$TAXI_REPO_ROOT/logs"
 marker=$(mktemp)
-echo "running taxi_training through Airflow${date_arg:+ for $date_arg} (task logs: logs/taxi_training-last.log)"
-airflow dags test taxi_training $date_arg > "$TAXI_REPO_ROOT/logs/taxi_training-last.log" 2>&1 &
+echo "running $dag_id through Airflow${date_arg:+ for $date_arg} (task logs: logs/$dag_id-last.log)"
+airflow dags test "$dag_id" $date_arg > "$log" 2>&1 &
 pid=$!
 # Progress: one line each time a task changes state.
-tail -n +1 -F --pid=$pid "$TAXI_REPO_ROOT/logs/taxi_training-last.log" 2>/dev/null \
+tail -n +1 -F --pid=$pid "$log" 2>/dev/null \
   | grep --line-buffered -oE "\[DAG TEST\] (starting|end task) task_id=[a-z_]+|Task failed with exception" \
   | sed -u -e 's/\[DAG TEST\] starting task_id=/  started  /' -e 's/\[DAG TEST\] end task task_id=/  finished /' \
   | while IFS= read -r line; do echo "$(date +%T) $line"; done &
@@ -22,7 +25,7 @@ if [ -n "$report" ]; then
   echo "report: $report"
 fi
 if [ $rc -ne 0 ]; then
-  echo "taxi_training FAILED (exit $rc); see logs/taxi_training-last.log" >&2
-  grep -E "QualityGateError|Error:|Exception:" "$TAXI_REPO_ROOT/logs/taxi_training-last.log" | tail -5 >&2
+  echo "$dag_id FAILED (exit $rc); see $log" >&2
+  grep -E "QualityGateError|Error:|Exception:" "$log" | tail -5 >&2
 fi
 exit $rc

@@ -1,0 +1,286 @@
+"""The Feast feature store: point-in-time aggregates from validated trips, `feast apply`,
+windowed materialization by cadence, online lookups that honour TTL, and training joins.
+
+Time: trip timestamps are Chicago wall-clock time stored as UTC and are never shifted. To
+replay the 2013-2016 trips "now", the *clock* is shifted instead: data time = wall time minus
+`TAXI_REPLAY_OFFSET_DAYS` (`Settings.data_time`). Materialization windows and TTL checks use
+data time; reports show the offset.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from chicago_taxi import schema
+from chicago_taxi.config import Settings, load_settings
+
+log = logging.getLogger(__name__)
+EVENT_TIMESTAMP = "event_timestamp"
+CREATED = "created"
+
+
+class FeatureDefinitionError(ValueError):
+    """A Feast definition does not match the data it reads (e.g. names a missing column)."""
+
+
+class OnlineStoreUnavailable(RuntimeError):
+    """The online store (Redis) cannot be reached; the task fails and Airflow retries it."""
+
+
+# ---------------------------------------------------------------- point-in-time aggregates
+def entity_keys(trips: pd.DataFrame) -> pd.DataFrame:
+    """The Feast join keys of each trip; a missing area or company gets a key of its own."""
+    keys = pd.DataFrame(index=trips.index)
+    area = pd.to_numeric(trips.get("pickup_community_area"), errors="coerce") if "pickup_community_area" in trips else pd.Series(np.nan, index=trips.index)
+    keys["pickup_community_area"] = area.fillna(schema.MISSING_AREA_KEY).astype("int64")
+    company = trips["company"] if "company" in trips else pd.Series(None, index=trips.index, dtype=object)
+    keys["company"] = company.where(company.notna() & (company.astype(str).str.strip() != ""), schema.MISSING_COMPANY_KEY).astype(str)
+    return keys
+
+
+def compute_view(trips: pd.DataFrame, view: schema.StoreView) -> pd.DataFrame:
+    """One row per entity and cadence boundary B that follows a trip of that entity, with the
+    statistics of the entity's trips started in [B - window, B). A trip at B itself is not
+    included, so a trip never sees its own fare."""
+    cadence, window = view.cadence_minutes * 60, view.window_minutes * 60
+    frame = entity_keys(trips)[[view.entity]].assign(
+        ts=trips[schema.TIMESTAMP].astype("int64").to_numpy(),
+        fare=trips[schema.LABEL].astype(float).to_numpy(),
+        miles=trips["trip_miles"].astype(float).to_numpy(),
+        seconds=trips["trip_seconds"].astype(float).to_numpy(),
+    )
+    parts = []
+    for key, group in frame.sort_values("ts", kind="mergesort").groupby(view.entity, sort=True):
+        ts = group["ts"].to_numpy()
+        boundaries = np.unique(ts // cadence * cadence + cadence)
+        hi = np.searchsorted(ts, boundaries, side="left")
+        lo = np.searchsorted(ts, boundaries - window, side="left")
+
+        def windowed(values):
+            csum = np.concatenate([[0.0], np.cumsum(values)])
+            return csum[hi] - csum[lo]
+
+        count = hi - lo
+        miles_with_fare = np.where(group["miles"].to_numpy() > 0, group["miles"].to_numpy(), 0.0)
+        fare_with_miles = np.where(group["miles"].to_numpy() > 0, group["fare"].to_numpy(), 0.0)
+        sum_fare, sum_seconds = windowed(group["fare"].to_numpy()), windowed(group["seconds"].to_numpy())
+        sum_miles, sum_fare_with_miles = windowed(miles_with_fare), windowed(fare_with_miles)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = {
+                "area_trips_7d": count,
+                "area_fare_per_mile_7d": np.where(sum_miles > 0, sum_fare_with_miles / sum_miles, np.nan),
+                "area_trip_seconds_7d": sum_seconds / count,
+                "company_trips_1d": count,
+                "company_fare_1d": sum_fare / count,
+            }
+        part = pd.DataFrame({view.entity: key, EVENT_TIMESTAMP: boundaries})
+        for feature in view.features:
+            part[feature] = values[feature]
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[view.entity, EVENT_TIMESTAMP, *view.features])
+    out[EVENT_TIMESTAMP] = pd.to_datetime(out[EVENT_TIMESTAMP].astype("int64"), unit="s", utc=True)
+    out[CREATED] = pd.Timestamp.now(tz="UTC")
+    for feature in view.features:
+        out[feature] = out[feature].astype("int64" if feature.endswith(("trips_7d", "trips_1d")) else "float32")
+    return out
+
+
+def write_offline_store(trips: pd.DataFrame, features_dir: Path) -> dict[str, dict]:
+    """Each view's aggregates as the Parquet its Feast FileSource reads (rewritten whole)."""
+    features_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for view in schema.STORE_VIEWS:
+        started = time.perf_counter()
+        frame = compute_view(trips, view)
+        path = features_dir / f"{view.name}.parquet"
+        tmp = path.with_suffix(".tmp.parquet")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(path)  # readers never see a half-written file
+        written[view.name] = {"path": str(path), "rows": len(frame), "entities": int(frame[view.entity].nunique()), "seconds": round(time.perf_counter() - started, 2)}
+        log.info("%s: %d rows for %d entities -> %s", view.name, len(frame), written[view.name]["entities"], path)
+    return written
+
+
+# ---------------------------------------------------------------- Feast repository
+def configure_feast_env(settings: Settings) -> None:
+    """feature_store.yaml reads these with ${VAR}; set them from the project's settings."""
+    if settings.online_store == "redis":
+        os.environ["FEAST_ONLINE_STORE"] = f'{{type: redis, connection_string: "{settings.redis_address}"}}'
+    elif settings.online_store == "sqlite":
+        settings.feast_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["FEAST_ONLINE_STORE"] = f'{{type: sqlite, path: "{settings.feast_dir / "online.db"}"}}'
+    else:
+        raise ValueError(f"TAXI_ONLINE_STORE={settings.online_store!r}: expected 'redis' or 'sqlite'")
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["FEAST_REGISTRY_PATH"] = str(settings.feast_dir / "registry.db")
+    os.environ["TAXI_FEATURES_DIR"] = str(settings.features_dir)
+
+
+def feature_store(settings: Settings | None = None):
+    from feast import FeatureStore
+
+    settings = settings or load_settings()
+    configure_feast_env(settings)
+    return FeatureStore(repo_path=str(settings.feature_repo))
+
+
+def repo_objects(settings: Settings) -> list:
+    """Every Feast object defined in feature_repo/ (entities, sources, views, services)."""
+    import importlib
+
+    configure_feast_env(settings)
+    sys.path.insert(0, str(settings.feature_repo))
+    try:
+        objects = []
+        for module_name in ("entities", "data_sources", "features", "feature_services"):
+            module = importlib.reload(importlib.import_module(module_name)) if module_name in sys.modules else importlib.import_module(module_name)
+            objects += [v for v in vars(module).values() if _is_feast_object(v)]
+        return list({id(o): o for o in objects}.values())
+    finally:
+        sys.path.remove(str(settings.feature_repo))
+
+
+def _is_feast_object(value) -> bool:
+    from feast import Entity, FeatureService, FeatureView
+    from feast.data_source import DataSource
+
+    return isinstance(value, (Entity, FeatureView, FeatureService, DataSource))
+
+
+def check_definitions(objects: list) -> None:
+    """Feast's apply accepts a view naming a column its source lacks (it fails later, at
+    materialize, with a bare KeyError); check here and name the view, column and file."""
+    import pyarrow.parquet as pq
+    from feast import FeatureView
+
+    for view in (o for o in objects if isinstance(o, FeatureView)):
+        source = view.batch_source
+        path = getattr(source, "path", None)
+        if not path or not Path(path).exists():
+            raise FeatureDefinitionError(f"feature view {view.name}: source file {path} does not exist (run the taxi_features DAG first)")
+        columns = set(pq.read_schema(path).names)
+        wanted = [f.name for f in view.schema] + list(view.join_keys) + [source.timestamp_field]
+        missing = [c for c in wanted if c not in columns]
+        if missing:
+            raise FeatureDefinitionError(f"feature view {view.name} names column(s) {missing} missing from {path} (has {sorted(columns)})")
+
+
+def apply_definitions(settings: Settings | None = None) -> dict:
+    settings = settings or load_settings()
+    objects = repo_objects(settings)
+    check_definitions(objects)
+    store = feature_store(settings)
+    store.apply(objects)
+    return {"applied": sorted(f"{type(o).__name__}:{o.name}" for o in objects), "registry": os.environ["FEAST_REGISTRY_PATH"]}
+
+
+# ---------------------------------------------------------------- materialization
+@dataclass
+class MaterializeResult:
+    cadence: str
+    views: list[str]
+    data_start: str
+    data_end: str
+    replay_offset_days: float
+    rows: int
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def views_for_cadence(cadence: str) -> list[schema.StoreView]:
+    views = [v for v in schema.STORE_VIEWS if v.cadence == cadence]
+    if not views:
+        raise ValueError(f"no feature view has cadence {cadence!r}; known: {sorted({v.cadence for v in schema.STORE_VIEWS})}")
+    return views
+
+
+def materialize_window(cadence: str, interval_start: datetime, interval_end: datetime, settings: Settings | None = None) -> dict:
+    """Materialize only `cadence`'s views over [start - overlap, end] in data time. The same
+    window always writes the same values, so reruns and backfills are idempotent."""
+    from redis.exceptions import RedisError
+
+    settings = settings or load_settings()
+    views = views_for_cadence(cadence)
+    start = settings.data_time(interval_start) - timedelta(minutes=settings.materialize_overlap_minutes)
+    end = settings.data_time(interval_end)
+    rows = 0
+    for view in views:
+        path = settings.features_dir / f"{view.name}.parquet"
+        if not path.exists():
+            raise FeatureDefinitionError(f"offline store {path} is missing: run the taxi_features DAG first")
+        stamps = pd.read_parquet(path, columns=[EVENT_TIMESTAMP])[EVENT_TIMESTAMP]
+        rows += int(((stamps >= start) & (stamps <= end)).sum())
+    started = time.perf_counter()
+    result = MaterializeResult(cadence, [v.name for v in views], start.isoformat(), end.isoformat(), settings.replay_offset_days, rows, 0.0)
+    if rows == 0:
+        log.info("empty window %s .. %s (data time, replay offset %s days): nothing to materialize for %s", start, end, settings.replay_offset_days, result.views)
+        return result.as_dict()
+    store = feature_store(settings)
+    try:
+        store.materialize(start, end, feature_views=result.views)
+    except RedisError as exc:
+        raise OnlineStoreUnavailable(f"Redis at {settings.redis_address} failed while materializing {result.views}: {exc}") from exc
+    result.seconds = round(time.perf_counter() - started, 3)
+    log.info("materialized %d rows of %s for %s .. %s (data time; replay offset %s days)", rows, result.views, start, end, settings.replay_offset_days)
+    return result.as_dict()
+
+
+# ---------------------------------------------------------------- reads
+def online_features(store, trips: pd.DataFrame, data_now: datetime) -> tuple[pd.DataFrame, list[list[str]]]:
+    """Store features for each trip, one round trip per view, TTL enforced against `data_now`
+    (Feast's online read does not enforce TTL). Returns the features (NaN where absent or
+    expired) and, per trip, the names of the features that were absent."""
+    keys = entity_keys(trips).reset_index(drop=True)
+    out = pd.DataFrame(index=keys.index)
+    for view in schema.STORE_VIEWS:
+        rows = [{view.entity: k} for k in keys[view.entity].tolist()]
+        response = store.get_online_features(features=[f"{view.name}:{f}" for f in view.features], entity_rows=rows).to_dict(include_event_timestamps=True)
+        for feature in view.features:
+            values = pd.Series(response[feature], dtype="float64")
+            # Event timestamps come back as epoch seconds.
+            stamps = pd.to_datetime(pd.Series(response.get(f"{feature}__ts", [None] * len(rows)), dtype="float64"), unit="s", utc=True)
+            expired = stamps.isna() | (stamps < pd.Timestamp(data_now) - timedelta(minutes=view.window_minutes))
+            out[feature] = values.where(~expired)
+    defaulted = [[f for f in schema.STORE_FEATURES if pd.isna(row[f])] for _, row in out.iterrows()]
+    return out, defaulted
+
+
+def historical_features(trips: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
+    """Point-in-time join of the store features onto trips (as of each trip's start). Feast's
+    file store drops rows without a value inside the TTL, so the result is merged back onto
+    every trip, in order, with NaN where the store had nothing."""
+    settings = settings or load_settings()
+    store = feature_store(settings)
+    keys = entity_keys(trips).reset_index(drop=True)
+    entity_df = keys.assign(
+        **{EVENT_TIMESTAMP: pd.to_datetime(trips[schema.TIMESTAMP].astype("int64").to_numpy(), unit="s", utc=True), "_trip_row": np.arange(len(keys))}
+    )
+    service = store.get_feature_service("fare_model_features")
+    # The file offline store joins every trip with every feature row of its entity before
+    # filtering by time (quadratic: 114 s for 14k trips at once); month by month it stays small,
+    # because Feast first cuts the feature rows down to the entity frame's time span. And one
+    # view at a time: with several views, Feast drops a trip when any view has no row in TTL.
+    months = entity_df[EVENT_TIMESTAMP].dt.strftime("%Y-%m")
+    joined = pd.DataFrame(index=pd.RangeIndex(len(keys)))
+    for projection in service.feature_view_projections:
+        refs = [f"{projection.name}:{f.name}" for f in projection.features]
+        view_keys = [v.entity for v in schema.STORE_VIEWS if v.name == projection.name]
+        parts = [store.get_historical_features(entity_df=part[view_keys + [EVENT_TIMESTAMP, "_trip_row"]], features=refs).to_df()
+                 for _, part in entity_df.groupby(months)]
+        view_frame = pd.concat(parts, ignore_index=True).drop_duplicates("_trip_row").set_index("_trip_row")
+        for f in projection.features:
+            joined[f.name] = view_frame[f.name].reindex(joined.index)
+    result = trips.reset_index(drop=True).copy()
+    for feature in schema.STORE_FEATURES:
+        result[feature] = joined[feature].astype("float64").to_numpy()
+    return result
