@@ -36,6 +36,9 @@ test: init ## run the whole pytest suite (starts what it needs)
 bench: init ## benchmark each training task on the full 15k trips
 	@$(ENV) python benchmarks/bench_training.py
 
+bench-features: init ## Feast materialization and online lookups vs raw redis-py on a real Redis
+	@$(ENV) python benchmarks/bench_feature_store.py
+
 airflow-ui: init ## Airflow UI + scheduler + triggerer on 127.0.0.1:8080, parallelism 4
 	@$(ENV) scripts/airflow_stack.sh start
 
@@ -51,5 +54,5 @@ suites: venv ## regenerate the GX suites under expectations/ from the schema mod
 clean: ## remove runtime state (Airflow DB, MLflow store, Bentos, run outputs, reports)
 	rm -rf var mlflow reports logs
 
-PHONY_EXTRA := materialize services services-stop
+PHONY_EXTRA := bench-features materialize services services-stop
 .PHONY: $(PHONY_EXTRA) help venv init run test bench airflow-ui airflow-stop mlflow-ui suites clean

@@ -72,7 +72,9 @@ class Settings:
         """The trips' clock: wall-clock time minus the replay offset (trips are never shifted)."""
         if wall_clock.tzinfo is None:
             wall_clock = wall_clock.replace(tzinfo=timezone.utc)
-        return wall_clock.astimezone(timezone.utc) - timedelta(days=self.replay_offset_days)
+        # A plain datetime (Airflow hands over pendulum's, which pandas cannot compare).
+        plain = datetime.fromtimestamp(wall_clock.timestamp(), tz=timezone.utc)
+        return plain - timedelta(days=self.replay_offset_days)
 
     def run_dir(self, run_id: str) -> Path:
         """Working directory of one pipeline run: raw zone, quarantine, transform, model."""

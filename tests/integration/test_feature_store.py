@@ -178,7 +178,11 @@ def test_materialization_dag_runs_through_airflow(store_settings, redis_server, 
     run_env = project_env(tmp / "airflow_stack", **env)
     migrate = subprocess.run(["airflow", "db", "migrate"], env=run_env, capture_output=True, text=True, cwd=REPO_ROOT)
     assert migrate.returncode == 0, migrate.stderr[-2000:]
-    logical = wall_clock_for(settings, DATA_NOW).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    # A run whose data interval ends at a boundary that has feature rows (10 minutes after it).
+    view = features.views_for_cadence(cadence)[0]
+    rows = pd.read_parquet(settings.features_dir / f"{view.name}.parquet")
+    boundary = rows[rows.event_timestamp <= DATA_NOW].event_timestamp.max()
+    logical = wall_clock_for(settings, boundary.to_pydatetime() + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
     proc = subprocess.run(["airflow", "dags", "test", f"feast_materialize_{cadence}", logical], env=run_env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:]
     import redis
