@@ -24,37 +24,23 @@ DEFAULT_ARGS = {"owner": "mlops", "retries": 1, "retry_delay": timedelta(seconds
     doc_md=__doc__,
 )
 def taxi_features():
+    from chicago_taxi.airflow_tasks import run_step, window_end
+
     @task
     def extract(run_id=None, data_interval_end=None, logical_date=None):
-        from datetime import timezone
-
-        from chicago_taxi import pipeline
-
-        return pipeline.extract(run_id, data_interval_end or logical_date or datetime.now(timezone.utc))
+        return run_step("extract", run_id, window_end(data_interval_end, logical_date))
 
     @task
     def validate_raw(run_id=None):
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from chicago_taxi import pipeline
-        from chicago_taxi.validation import QualityGateError
-
-        try:
-            return pipeline.validate_raw(run_id)
-        except QualityGateError as exc:
-            raise AirflowFailException(str(exc)) from exc
+        return run_step("validate_raw", run_id)
 
     @task
     def build_offline_store(run_id=None):
-        from chicago_taxi import pipeline
-
-        return pipeline.build_offline_store(run_id)
+        return run_step("build_offline_store", run_id)
 
     @task
     def feast_apply(run_id=None):
-        from chicago_taxi import pipeline
-
-        return pipeline.feast_apply(run_id)
+        return run_step("feast_apply", run_id)
 
     extract() >> validate_raw() >> build_offline_store() >> feast_apply()
 

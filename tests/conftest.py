@@ -74,3 +74,16 @@ def redis_server():
     assert proc.returncode == 0, f"could not start redis-server on 127.0.0.1:{port}: {proc.stdout}{proc.stderr}"
     yield port
     subprocess.run([str(REPO_ROOT / "scripts" / "redis.sh"), "stop", str(port)], capture_output=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._taxi_exitstatus = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    # TensorFlow/Beam/Feast background threads can segfault during interpreter teardown, after
+    # every result is reported; end the process with pytest's own status instead.
+    if hasattr(config, "_taxi_exitstatus"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(config._taxi_exitstatus)

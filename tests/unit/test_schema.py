@@ -20,7 +20,7 @@ def test_declared_columns_match_the_vendored_csv_header(trips):
 
 def test_required_and_optional_scoring_columns_partition_the_inputs():
     required, optional = set(schema.required_scoring_columns()), set(schema.optional_scoring_columns())
-    assert required | optional == set(schema.MODEL_INPUT_COLUMNS)
+    assert required | optional == set(schema.MODEL_INPUTS_WITH_STORE)
     assert not required & optional
     assert {"trip_miles", "trip_seconds", "trip_start_hour"} <= required
 

@@ -1,0 +1,25 @@
+"""The glue between Airflow tasks and the pipeline steps, shared by the DAG files.
+
+A failed quality gate is final (the data will not change on retry), so it fails the task
+without retries; any other error is retried as the DAG's default_args say.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def run_step(step: str, run_id: str, *args):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from chicago_taxi import pipeline
+    from chicago_taxi.validation import QualityGateError
+
+    try:
+        return getattr(pipeline, step)(run_id, *args)
+    except QualityGateError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def window_end(data_interval_end: datetime | None, logical_date: datetime | None) -> datetime:
+    """The end of the data a run reads; a manual run without a logical date reads up to now."""
+    return data_interval_end or logical_date or datetime.now(timezone.utc)
