@@ -51,6 +51,7 @@ def main() -> None:
 
 def run(port: int) -> None:
     import redis
+    from google.protobuf.timestamp_pb2 import Timestamp
     from feast.infra.online_stores.helpers import _mmh3, _redis_key
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
@@ -85,10 +86,11 @@ def run(port: int) -> None:
     pipe = client.pipeline(transaction=False)
     for record in rows.itertuples(index=False):
         mapping = {field: Value(double_val=float(getattr(record, f))).SerializeToString() for field, f in zip(fields, view.features)}
-        mapping[f"_ts:{VIEW}".encode()] = int(record.event_timestamp.timestamp()).to_bytes(8, "little")
+        mapping[f"_ts:{VIEW}".encode()] = Timestamp(seconds=int(record.event_timestamp.timestamp())).SerializeToString()
         pipe.hset(entity_key(getattr(record, view.entity)), mapping=mapping)
     pipe.execute()
     raw_seconds = time.perf_counter() - started
+    client.flushall()
     store.materialize(start.to_pydatetime(), end.to_pydatetime(), feature_views=[VIEW])  # restore Feast's own values
 
     # ---- online lookups

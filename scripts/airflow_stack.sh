@@ -17,7 +17,7 @@ start() {
     airflow scheduler --skip-serve-logs > '$logdir/scheduler.log' 2>&1 &
     airflow dag-processor > '$logdir/dag-processor.log' 2>&1 &
     airflow triggerer --skip-serve-logs > '$logdir/triggerer.log' 2>&1 &
-    wait" &
+    wait" < /dev/null > /dev/null 2>&1 &
   echo $! > "$pidfile"
   echo -n "starting Airflow (logs in $logdir) "
   for _ in $(seq 1 120); do
