@@ -24,25 +24,21 @@ DEFAULT_ARGS = {"owner": "mlops", "retries": 1, "retry_delay": timedelta(seconds
     doc_md=__doc__,
 )
 def taxi_features():
-    from chicago_taxi.airflow_tasks import run_step, window_end
+    from airflow.sdk import chain
+
+    from chicago_taxi.airflow_tasks import run_step, step_task, window_end
 
     @task
     def extract(run_id=None, data_interval_end=None, logical_date=None):
         return run_step("extract", run_id, window_end(data_interval_end, logical_date))
 
-    @task
-    def validate_raw(run_id=None):
-        return run_step("validate_raw", run_id)
-
-    @task
-    def build_offline_store(run_id=None):
-        return run_step("build_offline_store", run_id)
-
-    @task
-    def feast_apply(run_id=None):
-        return run_step("feast_apply", run_id)
-
-    extract() >> validate_raw() >> build_offline_store() >> feast_apply()
+    # The rest, in order: each task is one pipeline step of the same name.
+    steps = [
+        "validate_raw",
+        "build_offline_store",
+        "feast_apply",
+    ]
+    chain(extract(), *(step_task(step)() for step in steps))
 
 
 taxi_features()

@@ -27,48 +27,26 @@ DEFAULT_ARGS = {"owner": "mlops", "retries": 1, "retry_delay": timedelta(seconds
     doc_md=__doc__,
 )
 def taxi_training():
-    from chicago_taxi.airflow_tasks import run_step, window_end
+    from airflow.sdk import chain
+
+    from chicago_taxi.airflow_tasks import run_step, step_task, window_end
 
     @task
     def extract(run_id=None, data_interval_end=None, logical_date=None):
         return run_step("extract", run_id, window_end(data_interval_end, logical_date))
 
-    @task
-    def validate_raw(run_id=None):
-        return run_step("validate_raw", run_id)
-
-    @task
-    def join_store_features(run_id=None):
-        return run_step("join_store_features", run_id)
-
-    @task
-    def transform(run_id=None):
-        return run_step("transform", run_id)
-
-    @task
-    def validate_transformed(run_id=None):
-        return run_step("validate_transformed", run_id)
-
-    @task
-    def train(run_id=None):
-        return run_step("train", run_id)
-
-    @task
-    def evaluate(run_id=None):
-        return run_step("evaluate", run_id)
-
-    @task
-    def register(run_id=None):
-        return run_step("register", run_id)
-
-    @task
-    def build_bento(run_id=None):
-        return run_step("build_bento", run_id)
-
-    (
-        extract() >> validate_raw() >> join_store_features() >> transform() >> validate_transformed()
-        >> train() >> evaluate() >> register() >> build_bento()
-    )
+    # The rest, in order: each task is one pipeline step of the same name.
+    steps = [
+        "validate_raw",
+        "join_store_features",
+        "transform",
+        "validate_transformed",
+        "train",
+        "evaluate",
+        "register",
+        "build_bento",
+    ]
+    chain(extract(), *(step_task(step)() for step in steps))
 
 
 taxi_training()

@@ -23,3 +23,14 @@ def run_step(step: str, run_id: str, *args):
 def window_end(data_interval_end: datetime | None, logical_date: datetime | None) -> datetime:
     """The end of the data a run reads; a manual run without a logical date reads up to now."""
     return data_interval_end or logical_date or datetime.now(timezone.utc)
+
+
+def step_task(step: str):
+    """An Airflow task (task id = step name) whose body is `pipeline.<step>(run_id)`."""
+    from airflow.sdk import task
+
+    def body(run_id=None):
+        return run_step(step, run_id)
+
+    body.__name__ = step
+    return task(task_id=step)(body)

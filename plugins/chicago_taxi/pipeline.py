@@ -261,16 +261,14 @@ def register(run_id: str, settings: Settings | None = None) -> dict:
     settings = settings or load_settings()
     paths = _paths(settings, run_id)
     report = _report(settings, paths)
-    evaluation = report.read()["evaluate"]
-    decision = evaluation["decision"]
-    metrics = {f"candidate_{k}": v for k, v in evaluation["candidate"].items() if k in ("rmse", "mae", "r2")}
-    metrics |= {f"with_store_{k}": evaluation["with_store_features"][k] for k in ("rmse", "mae", "r2")}
-    metrics |= {f"without_store_{k}": evaluation["without_store_features"][k] for k in ("rmse", "mae", "r2")}
-    metrics |= {f"baseline_{k}": v for k, v in evaluation["baseline"].items() if k in ("rmse", "mae", "r2")}
-    metrics["rmse_ratio_to_baseline"] = evaluation["rmse_ratio_to_baseline"]
-    if evaluation["champion"]:
-        metrics |= {f"champion_{k}": evaluation["champion"][k] for k in ("rmse", "mae", "r2")}
     sections = report.read()
+    evaluation = sections["evaluate"]
+    decision = evaluation["decision"]
+    metrics = {"rmse_ratio_to_baseline": evaluation["rmse_ratio_to_baseline"]}
+    for prefix, key in (("candidate", "candidate"), ("with_store", "with_store_features"), ("without_store", "without_store_features"),
+                        ("baseline", "baseline"), ("champion", "champion")):
+        if evaluation[key]:
+            metrics |= {f"{prefix}_{k}": evaluation[key][k] for k in ("rmse", "mae", "r2")}
     params = {
         "rows_extracted": sections["extract"]["rows"],
         "rows_quarantined": sections["validate_raw"]["quarantined_rows"],
