@@ -24,6 +24,12 @@ materialize: init ## one run of each materialization DAG (online store: TAXI_ONL
 	@$(ENV) scripts/run_dag.sh feast_materialize_hourly $(RUN_DATE)
 	@$(ENV) scripts/run_dag.sh feast_materialize_half_hourly $(RUN_DATE)
 
+serve: init ## the prediction service on 127.0.0.1:3000 with Redis features (needs `make run` first)
+	@export TAXI_ONLINE_STORE=redis && $(ENV) scripts/serve.sh
+
+bench-serving: init ## BentoML service vs a bare uvicorn app and raw Redis, concurrency 1/8/32
+	@export TAXI_ONLINE_STORE=redis && $(ENV) python benchmarks/bench_serving.py $(BENCH_ARGS)
+
 services: ## start Redis on 127.0.0.1:6379 (installed from Debian's packages when missing)
 	@scripts/redis.sh start
 
@@ -54,5 +60,5 @@ suites: venv ## regenerate the GX suites under expectations/ from the schema mod
 clean: ## remove runtime state (Airflow DB, MLflow store, Bentos, run outputs, reports)
 	rm -rf var mlflow reports logs
 
-PHONY_EXTRA := bench-features materialize services services-stop
+PHONY_EXTRA := serve bench-serving bench-features materialize services services-stop
 .PHONY: $(PHONY_EXTRA) help venv init run test bench airflow-ui airflow-stop mlflow-ui suites clean

@@ -28,7 +28,8 @@ export PATH="$ROOT/.venv/bin:$PATH"
 export TAXI_FEATURES_DIR="${TAXI_FEATURES_DIR:-$ROOT/var/features}"
 export FEAST_REGISTRY_PATH="${FEAST_REGISTRY_PATH:-${TAXI_FEAST_DIR:-$ROOT/var/feast}/registry.db}"
 if [ "${TAXI_ONLINE_STORE:-sqlite}" = redis ]; then
-  export FEAST_ONLINE_STORE="{type: redis, connection_string: \"${REDIS_HOST:-127.0.0.1}:${REDIS_PORT:-6379}\"}"
+  _t="${TAXI_REDIS_TIMEOUT_SECONDS:-2.0}"
+  export FEAST_ONLINE_STORE="{type: redis, connection_string: \"${REDIS_HOST:-127.0.0.1}:${REDIS_PORT:-6379},socket_connect_timeout=$_t,socket_timeout=$_t\"}"
 else
   export FEAST_ONLINE_STORE="{type: sqlite, path: \"${TAXI_FEAST_DIR:-$ROOT/var/feast}/online.db\"}"
 fi

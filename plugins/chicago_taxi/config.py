@@ -61,6 +61,9 @@ class Settings:
     features_dir: Path
     online_store: str
     redis_address: str
+    redis_timeout_seconds: float
+    online_store_retry_seconds: float
+    champion_poll_seconds: float
     replay_offset_days: float
     materialize_overlap_minutes: float
 
@@ -109,6 +112,9 @@ def load_settings() -> Settings:
         online_store=os.environ.get("TAXI_ONLINE_STORE", "sqlite"),
         redis_address=f"{os.environ.get('REDIS_HOST', '127.0.0.1')}:{os.environ.get('REDIS_PORT', '6379')}",
         # 2026-11-28 minus 3,650 days is 2016-11-30, inside the sample (which ends 2016-12-30).
+        redis_timeout_seconds=_env_float("TAXI_REDIS_TIMEOUT_SECONDS", 2.0),
+        online_store_retry_seconds=_env_float("TAXI_ONLINE_STORE_RETRY_SECONDS", 5.0),
+        champion_poll_seconds=_env_float("TAXI_CHAMPION_POLL_SECONDS", 30.0),
         replay_offset_days=_env_float("TAXI_REPLAY_OFFSET_DAYS", 3650),
         materialize_overlap_minutes=_env_float("TAXI_MATERIALIZE_OVERLAP_MINUTES", 15),
     )

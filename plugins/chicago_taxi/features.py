@@ -113,7 +113,9 @@ def write_offline_store(trips: pd.DataFrame, features_dir: Path) -> dict[str, di
 def configure_feast_env(settings: Settings) -> None:
     """feature_store.yaml reads these with ${VAR}; set them from the project's settings."""
     if settings.online_store == "redis":
-        os.environ["FEAST_ONLINE_STORE"] = f'{{type: redis, connection_string: "{settings.redis_address}"}}'
+        # Short socket timeouts: a down Redis must fail a lookup in about a second, not hang it.
+        timeouts = f"socket_connect_timeout={settings.redis_timeout_seconds},socket_timeout={settings.redis_timeout_seconds}"
+        os.environ["FEAST_ONLINE_STORE"] = f'{{type: redis, connection_string: "{settings.redis_address},{timeouts}"}}'
     elif settings.online_store == "sqlite":
         settings.feast_dir.mkdir(parents=True, exist_ok=True)
         os.environ["FEAST_ONLINE_STORE"] = f'{{type: sqlite, path: "{settings.feast_dir / "online.db"}"}}'
@@ -237,21 +239,25 @@ def materialize_window(cadence: str, interval_start: datetime, interval_end: dat
 
 # ---------------------------------------------------------------- reads
 def online_features(store, trips: pd.DataFrame, data_now: datetime) -> tuple[pd.DataFrame, list[list[str]]]:
-    """Store features for each trip, one round trip per view, TTL enforced against `data_now`
-    (Feast's online read does not enforce TTL). Returns the features (NaN where absent or
-    expired) and, per trip, the names of the features that were absent."""
+    """Store features for each trip in one Feast call for the whole batch, TTL enforced against
+    `data_now` (Feast's online read does not enforce TTL). Returns the features (NaN where absent
+    or expired) and, per trip, the names of the features that were absent."""
     keys = entity_keys(trips).reset_index(drop=True)
+    refs = [f"{view.name}:{f}" for view in schema.STORE_VIEWS for f in view.features]
+    entity_columns = sorted({view.entity for view in schema.STORE_VIEWS})
+    rows = keys[entity_columns].to_dict("records")
+    response = store.get_online_features(features=refs, entity_rows=rows).to_dict(include_event_timestamps=True)
     out = pd.DataFrame(index=keys.index)
     for view in schema.STORE_VIEWS:
-        rows = [{view.entity: k} for k in keys[view.entity].tolist()]
-        response = store.get_online_features(features=[f"{view.name}:{f}" for f in view.features], entity_rows=rows).to_dict(include_event_timestamps=True)
         for feature in view.features:
             values = pd.Series(response[feature], dtype="float64")
             # Event timestamps come back as epoch seconds.
             stamps = pd.to_datetime(pd.Series(response.get(f"{feature}__ts", [None] * len(rows)), dtype="float64"), unit="s", utc=True)
             expired = stamps.isna() | (stamps < pd.Timestamp(data_now) - timedelta(minutes=view.window_minutes))
             out[feature] = values.where(~expired)
-    defaulted = [[f for f in schema.STORE_FEATURES if pd.isna(row[f])] for _, row in out.iterrows()]
+    missing = out.isna().to_numpy()
+    names = np.array(schema.STORE_FEATURES)
+    defaulted = [names[row].tolist() for row in missing]
     return out, defaulted
 
 
@@ -284,3 +290,23 @@ def historical_features(trips: pd.DataFrame, settings: Settings | None = None) -
     for feature in schema.STORE_FEATURES:
         result[feature] = joined[feature].astype("float64").to_numpy()
     return result
+
+
+def warm_online_store(settings: Settings | None = None, now: datetime | None = None) -> list[dict]:
+    """Materialize every view over its own TTL window ending now (data time = now minus the
+    replay offset): what a freshly started online store needs before serving."""
+    settings = settings or load_settings()
+    now = now or datetime.now(timezone.utc)
+    results = []
+    for cadence in sorted({v.cadence for v in schema.STORE_VIEWS}):
+        window = max(v.window_minutes for v in views_for_cadence(cadence))
+        results.append(materialize_window(cadence, now - timedelta(minutes=window), now, settings))
+    return results
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["warm"]:
+        sys.exit("usage: python -m chicago_taxi.features warm   (materialize every view over its TTL window ending now)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for result in warm_online_store():
+        print(f"{result['cadence']}: {result['rows']} rows of {', '.join(result['views'])} for {result['data_start']} .. {result['data_end']} (data time)")

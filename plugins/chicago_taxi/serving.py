@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from chicago_taxi import schema
 
@@ -35,10 +35,33 @@ def _trip_fields() -> dict:
     return fields
 
 
-# One request field per model input, with the schema's types and ranges; extra fields are ignored.
+def _accept_legacy(cls, data):
+    """The legacy upstream shape (SPEC: pickup_datetime, trip_distance, fare_amount, ...) is
+    mapped onto the Chicago columns before validation; Chicago-shaped trips pass unchanged."""
+    from chicago_taxi.messages import from_legacy, is_legacy
+
+    if isinstance(data, dict) and is_legacy(data):
+        return from_legacy(data)
+    return data
+
+
+# One request field per model input, with the schema's types and ranges, plus an optional
+# `trip_id` echoed in the answer; extra fields are ignored.
 TripRequest: type[BaseModel] = create_model(
-    "TripRequest", __config__=ConfigDict(extra="ignore"), **_trip_fields()
+    "TripRequest",
+    __config__=ConfigDict(extra="ignore"),
+    __validators__={"accept_legacy": model_validator(mode="before")(classmethod(_accept_legacy))},
+    trip_id=(str | None, Field(None, description="caller's id for the trip, echoed in the answer", max_length=200)),
+    **_trip_fields(),
 )
+
+
+class PredictionResponse(BaseModel):
+    fare: float = Field(description="predicted fare in USD")
+    model_version: str = Field(description="registered version of chicago_taxi_fare that answered")
+    features_defaulted: list[str] = Field(description="store features the online store had no fresh value for; filled as in training")
+    degraded: bool = Field(description="true when the online store could not be read and every store feature was defaulted")
+    trip_id: str | None = None
 
 
 def bento_model_tag(model_name: str, version: str, run_id: str) -> str:

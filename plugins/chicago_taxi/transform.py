@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # Raw inputs the graph reads: every model input column; numbers travel as float32 with NaN
 # for "missing" (ints with nulls included), strings as bytes with "" for missing.
-_STRING_INPUTS = schema.VOCAB_FEATURES
+STRING_INPUTS = _STRING_INPUTS = schema.VOCAB_FEATURES
 _NUMERIC_INPUTS = tuple(c for c in schema.MODEL_INPUTS_WITH_STORE if c not in _STRING_INPUTS)
 EARTH_RADIUS_MILES = 3958.8
 MISSING_TOKEN = "__missing__"

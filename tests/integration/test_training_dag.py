@@ -14,57 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import DATA_CSV, REPO_ROOT, project_env
-
-MODEL = "chicago_taxi_fare"
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("stack")
-    env = project_env(tmp)
-    proc = subprocess.run(["airflow", "db", "migrate"], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
-    assert proc.returncode == 0, f"airflow db migrate failed: {proc.stderr[-2000:]}"
-    return tmp, env
-
-
-def run_dag(stack, logical_date: str, dag_id: str = "taxi_training", **overrides) -> tuple[subprocess.CompletedProcess, dict]:
-    tmp, env = stack
-    env = {**env, **overrides}
-    started = time.time()
-    proc = subprocess.run(["airflow", "dags", "test", dag_id, logical_date], env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
-    reports = [p for p in (tmp / "logs" / "runs").glob("*.json") if p.stat().st_mtime >= started]
-    assert reports, f"the run left no report; exit {proc.returncode}: {proc.stdout[-3000:]}"
-    return proc, json.loads(max(reports, key=lambda p: p.stat().st_mtime).read_text())
-
-
-def mlflow_client(stack):
-    import mlflow
-
-    tmp, env = stack
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    return mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"], env["MLFLOW_TRACKING_URI"])
-
-
-@pytest.fixture(scope="module")
-def feature_store_built(stack):
-    """The taxi_features DAG: offline store and `feast apply`, which training reads."""
-    proc, report = run_dag(stack, "2017-01-01", dag_id="taxi_features")
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    return report
+from conftest import DATA_CSV
+from fixtures.training import MODEL, mlflow_client, run_dag
 
 
 def test_feature_dag_builds_both_views_and_applies_the_repo(feature_store_built):
     built = feature_store_built["build_offline_store"]
     assert built["area_hourly_stats"]["rows"] > 1000 and built["company_half_hourly_stats"]["rows"] > 1000
     assert "FeatureService:fare_model_features" in feature_store_built["feast_apply"]["applied"]
-
-
-@pytest.fixture(scope="module")
-def first_run(stack, feature_store_built):
-    proc, report = run_dag(stack, "2017-01-01")
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return report
 
 
 def test_first_run_registers_a_champion_that_beats_the_baseline(first_run, stack):

@@ -1,0 +1,269 @@
+"""The prediction service as users meet it: `bentoml serve` in a subprocess, the champion trained
+in this session (fixtures.training), a real Redis of its own (so it can be stopped), online
+features materialized through Feast."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import DATA_CSV, REPO_ROOT, _free_port
+from fixtures.training import MODEL, mlflow_client
+
+REQUEST_COLUMNS = ["trip_miles", "trip_seconds", "trip_start_hour", "trip_start_day", "trip_start_month", "payment_type", "company",
+                   "pickup_community_area", "dropoff_community_area", "pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude"]
+REDIS = REPO_ROOT / "scripts" / "redis.sh"
+
+
+def _redis(action: str, port: int) -> None:
+    proc = subprocess.run([str(REDIS), action, str(port)], capture_output=True, text=True)
+    assert proc.returncode == 0, f"redis.sh {action} {port}: {proc.stdout}{proc.stderr}"
+
+
+@pytest.fixture(scope="module")
+def serving_env(stack, first_run):
+    """The training stack's env with a Redis online store of this module's own, warmed."""
+    tmp, env = stack
+    port = _free_port()
+    _redis("start", port)
+    env = {**env, "TAXI_ONLINE_STORE": "redis", "REDIS_PORT": str(port), "TAXI_CHAMPION_POLL_SECONDS": "2",
+           "TAXI_ONLINE_STORE_RETRY_SECONDS": "1", "TAXI_REDIS_TIMEOUT_SECONDS": "0.5"}
+    proc = subprocess.run(["python", "-m", "chicago_taxi.features", "warm"], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    yield env, port
+    _redis("stop", port)
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def _post(url: str, body, raw: bytes | None = None) -> tuple[int, object]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+class Service:
+    def __init__(self, port: int):
+        self.url = f"http://127.0.0.1:{port}"
+
+    def predict(self, trip):
+        return _post(f"{self.url}/predict", {"trip": trip})
+
+    def predict_batch(self, trips):
+        return _post(f"{self.url}/predict_batch", {"trips": trips})
+
+    def health(self) -> dict:
+        status, body = _get(f"{self.url}/ops/health")
+        assert status == 200, body
+        return body
+
+
+@pytest.fixture(scope="module")
+def service(serving_env, stack):
+    env, _ = serving_env
+    tmp, _ = stack
+    port = _free_port()
+    log = tmp / "serve.log"
+    server = subprocess.Popen(["bentoml", "serve", "bentos/service.py:TaxiFareService", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True)
+    deadline = time.time() + 180
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
+            break
+        except OSError:
+            assert server.poll() is None, f"bentoml serve exited {server.returncode}: {log.read_text()[-3000:]}"
+            assert time.time() < deadline, f"service not ready after 180 s: {log.read_text()[-3000:]}"
+            time.sleep(0.5)
+    yield Service(port)
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as JSON-ready dicts; missing values travel as null."""
+    return [{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+@pytest.fixture(scope="module")
+def valid_trips() -> pd.DataFrame:
+    trips = pd.read_csv(DATA_CSV)
+    # Valid requests (the service rejects 0-second trips), some without company or coordinates,
+    # from the last week of the data so the online store has values for many of them.
+    trips = trips[(trips.trip_seconds >= 1) & (trips.trip_miles <= 100)]
+    return trips.sort_values("trip_start_timestamp").tail(100)[REQUEST_COLUMNS].reset_index(drop=True)
+
+
+def test_answers_equal_the_pyfunc_given_the_same_online_features(service, serving_env, valid_trips, stack):
+    import mlflow
+
+    from chicago_taxi import features
+    from chicago_taxi.config import load_settings
+
+    env, _ = serving_env
+    trips = valid_trips.head(40)
+    status, answers = service.predict_batch(_records(trips))
+    assert status == 200 and len(answers) == len(trips)
+    # Independently: the same online features read in this process, then the registered pyfunc.
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        settings = load_settings()
+        store = features.feature_store(settings)
+        from datetime import datetime, timezone
+
+        online, defaulted = features.online_features(store, trips, settings.data_time(datetime.now(timezone.utc)))
+        mlflow_client(stack)
+        version = service.health()["model"]["version"]
+        expected = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}").predict(pd.concat([trips, online], axis=1))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert [a["fare"] for a in answers] == pytest.approx(list(np.round(expected, 2)), abs=0.011)
+    assert [a["features_defaulted"] for a in answers] == defaulted
+    assert any(not d for d in defaulted), "no trip found its features in Redis: the warm-up did not materialize"
+    assert all(a["model_version"] == version and a["degraded"] is False for a in answers)
+
+
+def test_a_batch_of_100_equals_100_single_answers_in_order(service, valid_trips):
+    records = [{**r, "trip_id": f"trip-{i}"} for i, r in enumerate(_records(valid_trips))]
+    status, batch = service.predict_batch(records)
+    assert status == 200 and len(batch) == 100
+    singles = []
+    for record in records:
+        status, single = service.predict(record)
+        assert status == 200, single
+        singles.append(single)
+    assert batch == singles
+    assert [a["trip_id"] for a in batch] == [r["trip_id"] for r in records]
+
+
+def test_unknown_entities_are_answered_with_defaults_and_named(service, valid_trips):
+    trip = {**_records(valid_trips.head(1))[0], "company": "No Such Cab Co", "pickup_community_area": None}
+    status, answer = service.predict(trip)
+    assert status == 200
+    assert {"company_trips_1d", "company_fare_1d"} <= set(answer["features_defaulted"])
+    assert answer["degraded"] is False and answer["fare"] >= 3.25
+
+
+def test_legacy_message_shape_is_mapped_onto_the_chicago_columns(service):
+    legacy = {"trip_id": "trip_001", "pickup_datetime": "2024-01-01T10:00:00Z", "dropoff_datetime": "2024-01-01T10:30:00Z",
+              "pickup_latitude": 41.88, "pickup_longitude": -87.63, "dropoff_latitude": 41.89, "dropoff_longitude": -87.62,
+              "passenger_count": 2, "trip_distance": 3.5, "fare_amount": 12.50}
+    status, answer = service.predict(legacy)
+    assert status == 200, answer
+    chicago = {"trip_id": "trip_001", "trip_miles": 3.5, "trip_seconds": 1800, "trip_start_hour": 10, "trip_start_day": 2, "trip_start_month": 1,
+               "pickup_latitude": 41.88, "pickup_longitude": -87.63, "dropoff_latitude": 41.89, "dropoff_longitude": -87.62}
+    assert service.predict(chicago) == (200, answer)
+
+
+@pytest.mark.parametrize("body, fields", [
+    ({"trip": {"trip_miles": -1, "trip_seconds": 600, "trip_start_hour": 25, "trip_start_day": 3, "trip_start_month": 5}}, ["trip_miles", "trip_start_hour"]),
+    ({"trip": {"trip_miles": "abc", "trip_seconds": 600, "trip_start_hour": 10, "trip_start_day": 3, "trip_start_month": 5}}, ["trip_miles"]),
+    ({"trip": {"trip_miles": 2.0, "trip_start_hour": 10}}, ["trip_seconds", "trip_start_day", "trip_start_month"]),
+    ({"trip": {"trip_miles": 2.0, "trip_seconds": 600, "trip_start_hour": 10, "trip_start_day": 9, "trip_start_month": 13}}, ["trip_start_day", "trip_start_month"]),
+    ({"trip": "not an object"}, ["trip"]),
+    ({}, ["trip"]),
+])
+def test_bad_trips_get_a_400_naming_each_bad_field(service, body, fields):
+    status, error = _post(f"{service.url}/predict", body)
+    assert status == 400, error
+    text = json.dumps(error)
+    for field in fields:
+        assert field in text, (field, error)
+
+
+def test_invalid_json_and_bad_batches_are_4xx_not_500(service, valid_trips):
+    status, error = _post(f"{service.url}/predict", None, raw=b'{"trip": {"trip_miles": ')
+    assert status == 400 and "json" in json.dumps(error).lower()
+    good = _records(valid_trips.head(3))
+    status, error = service.predict_batch([good[0], {**good[1], "trip_seconds": -5}, good[2]])
+    assert status == 400 and '"trips", 1, "trip_seconds"' in json.dumps(error), error
+    assert service.predict_batch([]) == (200, [])
+    status, error = service.predict_batch(good * 400)
+    assert status == 400 and "1000" in json.dumps(error)
+
+
+def test_health_and_openapi(service):
+    health = service.health()
+    assert health["status"] == "ok" and health["online_store"]["ok"] and health["model"]["source"] == "registry"
+    status, spec = _get(f"{service.url}/docs.json")
+    assert status == 200 and {"/predict", "/predict_batch"} <= set(spec["paths"])
+
+
+def test_redis_down_answers_degraded_and_recovers_by_itself(service, serving_env, valid_trips):
+    env, port = serving_env
+    trip = _records(valid_trips.tail(1))[0]
+    status, before = service.predict(trip)
+    assert status == 200 and not before["degraded"]
+    _redis("stop", port)
+    try:
+        status, answer = service.predict(trip)
+        assert status == 200 and answer["degraded"] is True
+        assert sorted(answer["features_defaulted"]) == sorted(["area_trips_7d", "area_fare_per_mile_7d", "area_trip_seconds_7d", "company_trips_1d", "company_fare_1d"])
+        health = service.health()
+        assert health["status"] == "degraded" and not health["online_store"]["ok"]
+        assert f"127.0.0.1:{port}" in health["online_store"]["address"] and health["online_store"]["error"]
+    finally:
+        _redis("start", port)
+    proc = subprocess.run(["python", "-m", "chicago_taxi.features", "warm"], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    deadline = time.time() + 20
+    while True:
+        status, after = service.predict(trip)
+        if status == 200 and not after["degraded"]:
+            break
+        assert time.time() < deadline, f"still degraded 20 s after Redis came back: {after}"
+        time.sleep(0.5)
+    assert after == before
+
+
+def test_new_champion_is_picked_up_without_restart(service, stack):
+    client = mlflow_client(stack)
+    current = client.get_model_version_by_alias(MODEL, "champion")
+    # A new version of the same model: the alias moves, the poller (every 2 s here) loads it.
+    moved = client.create_model_version(MODEL, current.source, run_id=current.run_id, description="test: champion reload")
+    client.set_registered_model_alias(MODEL, "champion", moved.version)
+    try:
+        deadline = time.time() + 120
+        while service.health()["model"]["version"] != str(moved.version):
+            assert time.time() < deadline, f"service still on {service.health()['model']} 120 s after the alias moved"
+            time.sleep(1)
+        status, answer = service.predict({"trip_miles": 2.0, "trip_seconds": 600, "trip_start_hour": 10, "trip_start_day": 3, "trip_start_month": 5})
+        assert status == 200 and answer["model_version"] == str(moved.version)
+    finally:
+        client.set_registered_model_alias(MODEL, "champion", current.version)
+    # The admin endpoint applies a move at once, without waiting for the poller.
+    status, reloaded = _post(f"{service.url}/ops/reload", {})
+    assert status == 200 and reloaded["version"] == str(current.version) and reloaded["error"] is None
+
+
+def test_property_based_requests_never_get_a_5xx(service):
+    """schemathesis generates requests from the service's own OpenAPI spec (bounded run)."""
+    proc = subprocess.run(
+        ["schemathesis", "run", f"{service.url}/docs.json", "--checks", "not_a_server_error", "--max-examples", "60",
+         "--phases", "examples,coverage,fuzzing", "--suppress-health-check", "all", "--request-timeout", "30",
+         "--exclude-path-regex", "^/(metrics|ops/reload)"],
+        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]

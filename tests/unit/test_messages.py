@@ -1,0 +1,232 @@
+"""Trip message parsing: the Chicago shape, the legacy shape, and every way a message is rejected."""
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from chicago_taxi import schema
+from chicago_taxi.messages import InvalidMessage, chicago_weekday, dead_letter_record, from_legacy, parse_trip
+
+GOOD = {
+    "trip_id": "trip-00042",
+    "pickup_community_area": 8,
+    "fare": 9.25,
+    "trip_start_month": 5,
+    "trip_start_hour": 19,
+    "trip_start_day": 6,
+    "trip_start_timestamp": 1400269500,
+    "pickup_latitude": 41.899,
+    "pickup_longitude": -87.633,
+    "dropoff_latitude": 41.880,
+    "dropoff_longitude": -87.642,
+    "trip_miles": 1.9,
+    "pickup_census_tract": None,
+    "dropoff_census_tract": None,
+    "payment_type": "Credit Card",
+    "company": "Taxi Affiliation Services",
+    "trip_seconds": 540,
+    "dropoff_community_area": 32,
+    "tips": 2.0,
+}
+# The legacy example of SPEC "Kafka topics and the trip message", verbatim.
+LEGACY_EXAMPLE = (
+    '{"trip_id": "trip_001", "pickup_datetime": "2024-01-01T10:00:00Z", "dropoff_datetime": '
+    '"2024-01-01T10:30:00Z", "pickup_latitude": 41.88, "pickup_longitude": -87.63, '
+    '"dropoff_latitude": 41.89, "dropoff_longitude": -87.62, "passenger_count": 2, '
+    '"trip_distance": 3.5, "fare_amount": 12.50}'
+)
+
+
+def rejected(raw) -> InvalidMessage:
+    with pytest.raises(InvalidMessage) as info:
+        parse_trip(raw)
+    return info.value
+
+
+def fields(exc: InvalidMessage) -> list[str]:
+    return [e["field"] for e in exc.errors]
+
+
+def test_good_chicago_message_parses_to_every_schema_column():
+    trip = parse_trip(json.dumps(GOOD).encode())
+    assert list(trip) == ["trip_id", *schema.RAW_COLUMN_NAMES]
+    assert trip == {**GOOD, "trip_seconds": 540.0}
+    assert isinstance(trip["trip_seconds"], float) and isinstance(trip["pickup_community_area"], int)
+
+
+def test_optional_columns_may_be_absent_and_come_back_as_none():
+    # Scoring: the label and the optional inputs are unknown; only the required ones are sent.
+    minimal = {k: GOOD[k] for k in ("trip_id", "trip_miles", "trip_seconds", "trip_start_hour", "trip_start_day", "trip_start_month", "trip_start_timestamp")}
+    trip = parse_trip(json.dumps(minimal))
+    assert trip["fare"] is None and trip["company"] is None and trip["pickup_community_area"] is None
+    assert trip["trip_miles"] == 1.9
+
+
+def test_integral_floats_are_accepted_for_int_columns():
+    # pandas writes an int column with nulls as floats (8.0): still the community area 8.
+    trip = parse_trip(json.dumps({**GOOD, "pickup_community_area": 8.0}))
+    assert trip["pickup_community_area"] == 8 and isinstance(trip["pickup_community_area"], int)
+
+
+def test_legacy_example_from_the_spec_maps_exactly():
+    trip = parse_trip(LEGACY_EXAMPLE)
+    assert trip == {
+        "trip_id": "trip_001",
+        "pickup_community_area": None,
+        "fare": 12.5,
+        "trip_start_month": 1,
+        "trip_start_hour": 10,
+        "trip_start_day": 2,  # 2024-01-01 is a Monday; 1 = Sunday
+        "trip_start_timestamp": 1704103200,  # 2024-01-01 10:00 wall clock, read as UTC
+        "pickup_latitude": 41.88,
+        "pickup_longitude": -87.63,
+        "dropoff_latitude": 41.89,
+        "dropoff_longitude": -87.62,
+        "trip_miles": 3.5,
+        "pickup_census_tract": None,
+        "dropoff_census_tract": None,
+        "payment_type": None,
+        "company": None,
+        "trip_seconds": 1800.0,
+        "dropoff_community_area": None,
+        "tips": None,
+        "passenger_count": 2,
+    }
+
+
+def test_legacy_wall_clock_is_kept_whatever_the_offset():
+    # Chicago stores local wall-clock time read as UTC: an offset does not shift the hour.
+    legacy = json.loads(LEGACY_EXAMPLE)
+    with_offset = {**legacy, "pickup_datetime": "2024-01-01T10:00:00-06:00", "dropoff_datetime": "2024-01-01T10:30:00-06:00"}
+    naive = {**legacy, "pickup_datetime": "2024-01-01T10:00:00", "dropoff_datetime": "2024-01-01T10:30:00"}
+    expected = parse_trip(LEGACY_EXAMPLE)
+    assert from_legacy(with_offset)["trip_start_timestamp"] == expected["trip_start_timestamp"]
+    assert parse_trip(json.dumps(naive)) == expected
+
+
+def test_chicago_weekday_matches_the_vendored_data(trips):
+    sample = trips.sample(500, random_state=0)
+    for ts, day in zip(sample["trip_start_timestamp"], sample["trip_start_day"]):
+        assert chicago_weekday(datetime.fromtimestamp(ts, timezone.utc)) == day
+
+
+def test_legacy_dropoff_before_pickup_is_rejected_naming_dropoff():
+    legacy = {**json.loads(LEGACY_EXAMPLE), "dropoff_datetime": "2024-01-01T09:59:00Z"}
+    exc = rejected(json.dumps(legacy))
+    assert fields(exc) == ["dropoff_datetime"]
+    assert "not after pickup_datetime" in exc.errors[0]["problem"]
+    with pytest.raises(InvalidMessage):
+        from_legacy(legacy)
+
+
+def test_legacy_errors_name_the_legacy_fields():
+    legacy = {**json.loads(LEGACY_EXAMPLE), "trip_distance": -2, "fare_amount": "12", "pickup_datetime": "yesterday"}
+    exc = rejected(json.dumps(legacy))
+    assert sorted(fields(exc)) == ["fare_amount", "pickup_datetime", "trip_distance"]
+
+
+def test_not_json_is_rejected():
+    exc = rejected(b"{trip_id: 1, this is not JSON")
+    assert exc.reason == "not JSON"
+
+
+def test_nan_is_not_json():
+    exc = rejected('{"trip_id": "t", "trip_miles": NaN}')
+    assert exc.reason == "not JSON"
+
+
+def test_non_utf8_bytes_are_rejected():
+    assert rejected(b"\xff\xfe\x00").reason == "not JSON"
+
+
+def test_json_array_is_rejected():
+    exc = rejected(json.dumps([GOOD]))
+    assert exc.reason == "not a JSON object"
+    assert "list" in exc.errors[0]["problem"]
+
+
+def test_missing_trip_id_is_rejected():
+    exc = rejected(json.dumps({k: v for k, v in GOOD.items() if k != "trip_id"}))
+    assert fields(exc) == ["trip_id"] and exc.errors[0]["problem"] == "missing"
+    assert exc.trip_id is None
+
+
+@pytest.mark.parametrize("bad_id", ["", "   ", 42, None])
+def test_trip_id_must_be_a_non_empty_string(bad_id):
+    assert fields(rejected(json.dumps({**GOOD, "trip_id": bad_id}))) == ["trip_id"]
+
+
+def test_missing_required_fields_are_each_named():
+    message = {k: v for k, v in GOOD.items() if k not in ("trip_miles", "trip_seconds")}
+    message["trip_start_hour"] = None
+    exc = rejected(json.dumps(message))
+    assert {e["field"]: e["problem"] for e in exc.errors} == {"trip_start_hour": "null", "trip_miles": "missing", "trip_seconds": "missing"}
+    assert exc.trip_id == "trip-00042"
+
+
+def test_wrong_type_is_rejected_with_the_value():
+    exc = rejected(json.dumps({**GOOD, "trip_miles": "abc"}))
+    assert exc.errors == [{"field": "trip_miles", "problem": "expected a number, got 'abc'"}]
+
+
+def test_booleans_are_not_numbers():
+    assert fields(rejected(json.dumps({**GOOD, "trip_miles": True}))) == ["trip_miles"]
+
+
+def test_negative_miles_are_out_of_range():
+    exc = rejected(json.dumps({**GOOD, "trip_miles": -1.5}))
+    assert fields(exc) == ["trip_miles"]
+    assert "-1.5 is below the minimum" in exc.errors[0]["problem"]
+
+
+def test_hour_25_is_out_of_range():
+    exc = rejected(json.dumps({**GOOD, "trip_start_hour": 25}))
+    assert fields(exc) == ["trip_start_hour"] and "above the maximum" in exc.errors[0]["problem"]
+
+
+def test_fare_is_optional_but_checked_when_present():
+    assert fields(rejected(json.dumps({**GOOD, "fare": 0.0}))) == ["fare"]
+    assert parse_trip(json.dumps({**GOOD, "fare": None}))["fare"] is None
+
+
+def test_unknown_payment_type_is_rejected():
+    assert fields(rejected(json.dumps({**GOOD, "payment_type": "Bitcoin"}))) == ["payment_type"]
+
+
+def test_every_error_is_listed_together():
+    message = {**GOOD, "trip_miles": "abc", "trip_start_hour": 25, "pickup_latitude": 12.0}
+    del message["trip_seconds"]
+    exc = rejected(json.dumps(message))
+    assert sorted(fields(exc)) == ["pickup_latitude", "trip_miles", "trip_seconds", "trip_start_hour"]
+    assert exc.reason == "invalid fields: trip_start_hour, pickup_latitude, trip_miles, trip_seconds"
+    for field in fields(exc):
+        assert field in str(exc)
+
+
+def test_dead_letter_record_keeps_the_payload_and_its_source():
+    exc = rejected(json.dumps({**GOOD, "trip_miles": -1}))
+    at = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+    record = dead_letter_record(json.dumps({**GOOD, "trip_miles": -1}).encode(), exc.reason, exc.errors, "taxi-raw-data", 2, 17,
+                                trip_id=exc.trip_id, failed_at=at)
+    assert json.loads(json.dumps(record)) == record
+    assert record["source"] == {"topic": "taxi-raw-data", "partition": 2, "offset": 17}
+    assert record["reason"] == "invalid field: trip_miles" and record["errors"] == exc.errors
+    assert json.loads(record["payload"])["trip_miles"] == -1 and record["payload_encoding"] == "utf-8"
+    assert record["failed_at"] == "2026-11-28T12:00:00.000Z" and record["trip_id"] == "trip-00042"
+
+
+def test_dead_letter_record_base64_encodes_binary_payloads():
+    record = dead_letter_record(b"\xff\x00binary", "not JSON", [], "taxi-raw-data", 0, 1)
+    assert record["payload_encoding"] == "base64"
+    assert base64.b64decode(record["payload"]) == b"\xff\x00binary"
+    json.dumps(record)
+
+
+def test_legacy_passenger_count_must_be_a_non_negative_integer():
+    legacy = json.loads(LEGACY_EXAMPLE)
+    assert fields(rejected(json.dumps({**legacy, "passenger_count": -1}))) == ["passenger_count"]
+    assert fields(rejected(json.dumps({**legacy, "passenger_count": "two"}))) == ["passenger_count"]
+    assert parse_trip(json.dumps({**legacy, "passenger_count": None}))["passenger_count"] is None
