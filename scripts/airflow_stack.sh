@@ -2,48 +2,130 @@
 # Start/stop Airflow's components on 127.0.0.1 with parallelism 4: what `airflow standalone`
 # runs, but with the scheduler's and triggerer's log servers off (standalone binds them on all
 # interfaces, ports 8793/8794) and one process group, so `stop` leaves no orphan behind.
+#
+# Usage: scripts/airflow_stack.sh start|stop|status
+# Everything comes from the environment (scripts/env.sh, or the test fixture tests/fixtures/airflow.py):
+#   AIRFLOW_HOME            metadata DB, process-group file (stack.pgid) and component logs (logs/stack/)
+#   AIRFLOW__API__PORT      API server / UI port on 127.0.0.1 (default 8080); the execution API URL must match
+#   AIRFLOW_STACK_TIMEOUT   seconds to wait for every component to report healthy (default 180)
+#   AIRFLOW_STACK_LOGDIR    where the component logs go (default $AIRFLOW_HOME/logs/stack)
+# `start` returns once /api/v2/monitor/health reports the scheduler, DAG processor and triggerer
+# healthy with a heartbeat from this start; on failure it prints each component's log tail,
+# stops the group and exits 1. `status` prints the health and exits 0 only when all are healthy.
 set -euo pipefail
 pidfile="$AIRFLOW_HOME/stack.pgid"
-logdir="$TAXI_REPO_ROOT/logs/airflow-stack"
+logdir="${AIRFLOW_STACK_LOGDIR:-$AIRFLOW_HOME/logs/stack}"
 port="${AIRFLOW__API__PORT:-8080}"
+timeout="${AIRFLOW_STACK_TIMEOUT:-180}"
+health_url="http://127.0.0.1:$port/api/v2/monitor/health"
+components="api-server scheduler dag-processor triggerer"
+
+# Every process of the stack's session: the process group, plus task runners, which Airflow's
+# supervisor moves into process groups of their own (still inside the session setsid created).
+session_pids() { ps -eo pid=,sid= | awk -v s="$1" '$2 == s { print $1 }'; }
+
+running() { [ -f "$pidfile" ] && [ -n "$(session_pids "$(cat "$pidfile")")" ]; }
+
+# Exit 0 when every component reports healthy with a heartbeat at or after epoch $1 (default 0).
+healthy() {
+  local body; body=$(curl -sf --max-time 5 "$health_url" 2>/dev/null) || return 1
+  python -c '
+import json, sys
+from datetime import datetime
+since, h = float(sys.argv[1]), json.load(sys.stdin)
+def ok(name, beat):
+    part = h.get(name) or {}
+    return part.get("status") == "healthy" and (beat is None or (part.get(beat) and datetime.fromisoformat(part[beat]).timestamp() >= since))
+sys.exit(0 if ok("metadatabase", None) and all(ok(c, f"latest_{c}_heartbeat") for c in ("scheduler", "dag_processor", "triggerer")) else 1)
+' "${1:-0}" <<< "$body" 2>/dev/null
+}
+
+# Components whose process has exited (each one's pid is in $logdir/<component>.pid).
+dead_components() {
+  local c pid dead=""
+  for c in $components; do
+    pid=$(cat "$logdir/$c.pid" 2>/dev/null || true)
+    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then dead="$dead $c"; fi
+  done
+  echo "${dead# }"
+}
+
+log_tails() {
+  local c
+  for c in $components; do echo "----- $logdir/$c.log (last ${1:-25} lines)"; tail -n "${1:-25}" "$logdir/$c.log" 2>/dev/null || true; done
+}
+
+login() {
+  echo "Airflow UI: http://127.0.0.1:$port"
+  echo "Login: user 'admin', password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated:"
+  cat "$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated" 2>/dev/null || true; echo
+}
 
 start() {
-  if [ -f "$pidfile" ] && kill -0 -- "-$(cat "$pidfile")" 2>/dev/null; then
+  if running; then
     echo "Airflow is already running (process group $(cat "$pidfile")): http://127.0.0.1:$port"; return 0
   fi
   mkdir -p "$logdir"
+  rm -f "$logdir"/*.pid
+  local started; started=$(date +%s)
+  # setsid: one new process group (and session) for all four components and their children.
   setsid bash -c "
-    airflow api-server --host 127.0.0.1 --port $port > '$logdir/api-server.log' 2>&1 &
-    airflow scheduler --skip-serve-logs > '$logdir/scheduler.log' 2>&1 &
-    airflow dag-processor > '$logdir/dag-processor.log' 2>&1 &
-    airflow triggerer --skip-serve-logs > '$logdir/triggerer.log' 2>&1 &
+    airflow api-server --host 127.0.0.1 --port $port > '$logdir/api-server.log' 2>&1 & echo \$! > '$logdir/api-server.pid'
+    airflow scheduler --skip-serve-logs > '$logdir/scheduler.log' 2>&1 & echo \$! > '$logdir/scheduler.pid'
+    airflow dag-processor > '$logdir/dag-processor.log' 2>&1 & echo \$! > '$logdir/dag-processor.pid'
+    airflow triggerer --skip-serve-logs > '$logdir/triggerer.log' 2>&1 & echo \$! > '$logdir/triggerer.pid'
     wait" < /dev/null > /dev/null 2>&1 &
   echo $! > "$pidfile"
-  echo -n "starting Airflow (logs in $logdir) "
-  for _ in $(seq 1 120); do
-    if curl -sf "http://127.0.0.1:$port/api/v2/monitor/health" >/dev/null 2>&1; then break; fi
-    echo -n "."; sleep 1
+  echo -n "starting Airflow on 127.0.0.1:$port (logs in $logdir) "
+  local waited=0 dead=""
+  while [ "$waited" -lt "$timeout" ]; do
+    if healthy "$started"; then break; fi
+    sleep 1; waited=$((waited + 1))
+    # a component that exits (port taken, bad config) will not come back: stop waiting
+    if [ "$waited" -ge 3 ]; then dead=$(dead_components); [ -z "$dead" ] || break; fi
+    [ $((waited % 5)) -ne 0 ] || echo -n "."
   done
   echo
-  curl -sf "http://127.0.0.1:$port/api/v2/monitor/health" >/dev/null || { echo "Airflow API did not come up; see $logdir/api-server.log" >&2; exit 1; }
-  echo "Airflow UI: http://127.0.0.1:$port"
-  echo "Login: user 'admin', password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated:"
-  cat "$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated" 2>/dev/null; echo
+  if [ -n "$dead" ] || ! healthy "$started"; then
+    {
+      if [ -n "$dead" ]; then echo "Airflow did not start: exited: $dead"
+      else echo "Airflow did not report scheduler, dag_processor and triggerer healthy within ${timeout}s"; fi
+      echo "last health: $(curl -s --max-time 5 "$health_url" 2>/dev/null || echo 'no answer')"
+      log_tails 25
+    } >&2
+    stop >/dev/null
+    exit 1
+  fi
+  echo "Airflow healthy after $(( $(date +%s) - started ))s (process group $(cat "$pidfile"))"
+  login
   echo "Stop with: make airflow-stop"
 }
 
 stop() {
   [ -f "$pidfile" ] || { echo "Airflow is not running"; return 0; }
-  pgid=$(cat "$pidfile")
+  local pgid pids; pgid=$(cat "$pidfile")
   kill -TERM -- "-$pgid" 2>/dev/null || true
-  for _ in $(seq 1 30); do kill -0 -- "-$pgid" 2>/dev/null || break; sleep 1; done
-  kill -KILL -- "-$pgid" 2>/dev/null || true
+  for _ in $(seq 1 30); do
+    pids=$(session_pids "$pgid"); [ -n "$pids" ] || break; sleep 1
+  done
+  pids=$(session_pids "$pgid")
+  kill -KILL -- "-$pgid" $pids 2>/dev/null || true
   rm -f "$pidfile"
   echo "Airflow stopped"
+}
+
+status() {
+  if ! running; then echo "Airflow is not running"; return 1; fi
+  echo "Airflow process group $(cat "$pidfile") on 127.0.0.1:$port (logs in $logdir)"
+  local dead; dead=$(dead_components)
+  [ -z "$dead" ] || echo "exited: $dead"
+  curl -s --max-time 5 "$health_url" 2>/dev/null || echo -n "health: no answer from $health_url"; echo
+  [ -z "$dead" ] && healthy
 }
 
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

@@ -24,6 +24,12 @@ export DO_NOT_TRACK=1
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 export PYTHONPATH="$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$ROOT/.venv/bin:$PATH"
+# Kafka: the broker (scripts/kafka.sh) and the connection of the taxi_stream DAG's wake-up trigger.
+# The trigger's consumer group is its own (the scoring runs use TAXI_STREAM_GROUP); the
+# shared-stream trigger refuses to start unless auto-commit is off (it commits after Airflow
+# stored the event); "earliest" so that the first start also wakes up for what is already there.
+export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
+export AIRFLOW_CONN_TAXI_KAFKA_TRIGGER="{\"conn_type\": \"kafka\", \"extra\": {\"bootstrap.servers\": \"$KAFKA_BOOTSTRAP_SERVERS\", \"group.id\": \"${TAXI_TRIGGER_GROUP:-taxi-stream-trigger}\", \"enable.auto.commit\": \"false\", \"auto.offset.reset\": \"earliest\"}}"
 # Feast: feature_store.yaml reads these (chicago_taxi.features sets them the same way in code).
 export TAXI_FEATURES_DIR="${TAXI_FEATURES_DIR:-$ROOT/var/features}"
 export FEAST_REGISTRY_PATH="${FEAST_REGISTRY_PATH:-${TAXI_FEAST_DIR:-$ROOT/var/feast}/registry.db}"

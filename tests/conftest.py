@@ -15,7 +15,13 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "plugins"))
+sys.path.insert(0, str(REPO_ROOT / "tests"))
 DATA_CSV = REPO_ROOT / "data" / "chicago_taxi_trips.csv"
+
+
+# Fixtures of the real services, one module each: a trained model (training, session), the Kafka
+# broker (kafka, session), Airflow stacks (airflow, a per-module factory).
+pytest_plugins = ["fixtures.training", "fixtures.kafka", "fixtures.airflow"]
 
 
 @pytest.fixture(scope="session")

@@ -34,3 +34,20 @@ def step_task(step: str):
 
     body.__name__ = step
     return task(task_id=step)(body)
+
+
+def stream_drain(context: dict) -> dict:
+    """The taxi_stream task: log what woke the run, then drain Kafka (chicago_taxi.streaming.drain).
+    A broker, Redis or publish failure raises, nothing is committed, and Airflow retries."""
+    import logging
+
+    from chicago_taxi.streaming import drain
+
+    log = logging.getLogger(__name__)
+    events = [event for per_asset in (context.get("triggering_asset_events") or {}).values() for event in per_asset]
+    log.info("woken by %d asset event(s)%s", len(events),
+             f"; first {events[0].extra.get('payload')}" if events and getattr(events[0], "extra", None) else "")
+    result = drain()
+    result["wake_up_events"] = len(events)
+    log.info("consumed %(consumed)d, valid %(valid)d, dead-lettered %(dead_lettered)d, predictions %(predictions_published)d, alerts %(alerts)d", result)
+    return result

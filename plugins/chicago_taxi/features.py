@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -126,6 +127,27 @@ def configure_feast_env(settings: Settings) -> None:
     os.environ["TAXI_FEATURES_DIR"] = str(settings.features_dir)
 
 
+@contextmanager
+def registry_lock(settings: Settings):
+    """Serialize the writers of the Feast registry (apply, materialize) across processes.
+
+    Materialize reads the registry, writes the online store, then writes the registry back with
+    its new interval: without the lock, two runs finishing together lose one's update (and
+    Feast's stock file store even corrupted the file; see chicago_taxi.feast_registry)."""
+    import fcntl
+
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.feast_dir / "registry.lock", "a") as handle:
+        waited = time.perf_counter()
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        if time.perf_counter() - waited > 1:
+            log.info("waited %.1f s for the Feast registry lock", time.perf_counter() - waited)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def feature_store(settings: Settings | None = None):
     from feast import FeatureStore
 
@@ -179,8 +201,9 @@ def apply_definitions(settings: Settings | None = None) -> dict:
     settings = settings or load_settings()
     objects = repo_objects(settings)
     check_definitions(objects)
-    store = feature_store(settings)
-    store.apply(objects)
+    with registry_lock(settings):
+        store = feature_store(settings)
+        store.apply(objects)
     return {"applied": sorted(f"{type(o).__name__}:{o.name}" for o in objects), "registry": os.environ["FEAST_REGISTRY_PATH"]}
 
 
@@ -227,9 +250,10 @@ def materialize_window(cadence: str, interval_start: datetime, interval_end: dat
     if rows == 0:
         log.info("empty window %s .. %s (data time, replay offset %s days): nothing to materialize for %s", start, end, settings.replay_offset_days, result.views)
         return result.as_dict()
-    store = feature_store(settings)
     try:
-        store.materialize(start, end, feature_views=result.views)
+        with registry_lock(settings):
+            store = feature_store(settings)
+            store.materialize(start, end, feature_views=result.views)
     except RedisError as exc:
         raise OnlineStoreUnavailable(f"Redis at {settings.redis_address} failed while materializing {result.views}: {exc}") from exc
     result.seconds = round(time.perf_counter() - started, 3)

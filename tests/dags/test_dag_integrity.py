@@ -14,7 +14,14 @@ DOCUMENTED_SCHEDULES = {
     "taxi_features": "@daily",
     "feast_materialize_hourly": "0 * * * *",
     "feast_materialize_half_hourly": "*/30 * * * *",
+    "taxi_stream": "asset:taxi_raw_data",
 }
+
+
+def documented_schedule(dag) -> str | None:
+    if type(dag.timetable).__name__ == "AssetTriggeredTimetable":
+        return "asset:" + ",".join(sorted(a.name for a in dag.timetable.asset_condition.objects))
+    return getattr(dag.timetable, "_expression", None) if not isinstance(dag.schedule, str) else dag.schedule
 REQUIRED_TAGS = {"chicago-taxi"}
 
 
@@ -42,8 +49,7 @@ def test_dag_has_owner_tags_retries_and_documented_schedule(dagbag, path):
         assert REQUIRED_TAGS <= set(dag.tags), dag.dag_id
         assert dag.doc_md, f"{dag.dag_id} has no documentation"
         assert dag.dag_id in DOCUMENTED_SCHEDULES, f"{dag.dag_id}: document its schedule"
-        schedule = getattr(dag.timetable, "_expression", None) if not isinstance(dag.schedule, str) else dag.schedule
-        assert schedule == DOCUMENTED_SCHEDULES[dag.dag_id]
+        assert documented_schedule(dag) == DOCUMENTED_SCHEDULES[dag.dag_id]
         for task in dag.tasks:
             assert task.owner and task.owner != "airflow", f"{dag.dag_id}.{task.task_id} has no owner"
             assert task.retries >= 1, f"{dag.dag_id}.{task.task_id} has no retries"
@@ -89,3 +95,23 @@ def test_materialization_dags_come_from_one_factory_with_real_intervals(dagbag):
         dag = dagbag.dags[f"feast_materialize_{cadence}"]
         assert isinstance(dag.timetable, CronDataIntervalTimetable)
         assert cadence in dag.tags and list(dag.task_dict) == ["materialize_window"]
+
+
+def test_stream_dag_is_woken_by_the_shared_stream_trigger_on_the_raw_topic(dagbag):
+    """The wake-up must be the shared-stream trigger (commits after the event is stored), on its
+    own consumer group with auto-commit off, and the DAG must start unpaused (else no watcher)."""
+    import json
+    import os
+
+    from airflow.providers.apache.kafka.triggers.shared_stream import KafkaSharedStreamTrigger
+
+    dag = dagbag.dags["taxi_stream"]
+    (asset,) = dag.timetable.asset_condition.objects
+    (watcher,) = asset.watchers
+    assert isinstance(watcher.trigger, KafkaSharedStreamTrigger) and watcher.trigger.topics == ["taxi-raw-data"]
+    classpath, _ = watcher.trigger.serialize()
+    assert classpath == "chicago_taxi.stream_trigger.RawTripsWakeUpTrigger"
+    extra = json.loads(os.environ[f"AIRFLOW_CONN_{watcher.trigger.kafka_config_id.upper()}"])["extra"]
+    assert extra["enable.auto.commit"] == "false" and extra["group.id"] != os.environ.get("TAXI_STREAM_GROUP", "taxi-scoring")
+    assert dag.is_paused_upon_creation is False and dag.max_active_runs == 1
+    assert list(dag.task_dict) == ["drain_and_score"]

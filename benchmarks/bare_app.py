@@ -1,0 +1,45 @@
+"""The serving benchmark's floor: a bare FastAPI app on uvicorn doing exactly the prediction
+service's work (same `FareService`, same request models, same routes), without BentoML.
+
+Run: `python benchmarks/bare_app.py PORT` (environment as for `make serve`).
+"""
+from __future__ import annotations
+
+import gc
+import sys
+from pathlib import Path
+from typing import Annotated
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+
+import uvicorn  # noqa: E402
+from fastapi import Body, FastAPI  # noqa: E402
+from pydantic import Field  # noqa: E402
+
+from chicago_taxi.fare_service import FareService  # noqa: E402
+from chicago_taxi.serving import PredictionResponse, TripRequest  # noqa: E402
+
+service = FareService()
+app = FastAPI(title="bare fare app")
+
+
+@app.post("/predict")
+def predict(trip: Annotated[TripRequest, Body(embed=True)]) -> PredictionResponse:
+    return PredictionResponse(**service.predict([trip.model_dump()])[0])
+
+
+@app.post("/predict_batch")
+def predict_batch(trips: Annotated[list[TripRequest], Body(embed=True), Field(max_length=1000)]) -> list[PredictionResponse]:
+    return [PredictionResponse(**a) for a in service.predict([t.model_dump() for t in trips])]
+
+
+@app.get("/readyz")
+def readyz() -> dict:
+    return {"ready": True}
+
+
+if __name__ == "__main__":
+    service.predict([{"trip_miles": 1.0, "trip_seconds": 300.0, "trip_start_hour": 12, "trip_start_day": 3, "trip_start_month": 6}])
+    gc.collect()
+    gc.freeze()
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)

@@ -1,0 +1,59 @@
+"""taxi_stream: Kafka-triggered scoring of the trips arriving on `taxi-raw-data`.
+
+Event-driven scheduling (Airflow 3): the `taxi_raw_data` asset has an AssetWatcher whose trigger
+(`chicago_taxi.stream_trigger.RawTripsWakeUpTrigger`, the Kafka provider's shared-stream trigger)
+turns each message into an asset event, and this DAG is scheduled on the asset. The trigger is
+only a wake-up: Airflow may fold many events into one run, or strand the tail of a burst until
+the next message (apache/airflow#56050). So every run drains *everything* pending on the topic
+for the scoring consumer group (TAXI_STREAM_GROUP, default taxi-scoring; the trigger has a
+group of its own, in the `taxi_kafka_trigger` connection) in bounded micro-batches:
+parse and validate every message (schema module + the GX raw suite's row expectations), dead-
+letter the bad ones with the reason and their partition/offset, push features through the Feast
+push source, score with the MLflow champion, publish to taxi-predictions / taxi-features, and
+only then commit (`chicago_taxi.streaming`). At least once, idempotent by trip_id.
+
+A run that fails before its commit leaves the offsets where they were: the retry, or the next
+run, processes the same messages again.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Asset, AssetWatcher, dag, task
+
+from chicago_taxi.stream_trigger import RawTripsWakeUpTrigger
+from chicago_taxi.topics import RAW_TRIPS, bootstrap_servers
+
+KAFKA_CONN_ID = "taxi_kafka_trigger"  # scripts/env.sh defines it as AIRFLOW_CONN_TAXI_KAFKA_TRIGGER
+
+raw_trips = Asset(
+    name="taxi_raw_data",
+    uri=f"kafka://{bootstrap_servers()}/{RAW_TRIPS}",
+    watchers=[AssetWatcher(name="taxi_raw_data_watcher", trigger=RawTripsWakeUpTrigger(topics=[RAW_TRIPS], kafka_config_id=KAFKA_CONN_ID))],
+)
+
+
+@dag(
+    dag_id="taxi_stream",
+    schedule=[raw_trips],
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    # One drain at a time: runs queued behind it find little or nothing and end in seconds.
+    max_active_runs=1,
+    # The watcher registers only when an unpaused DAG is parsed.
+    is_paused_upon_creation=False,
+    default_args={"owner": "mlops", "retries": 3, "retry_delay": timedelta(seconds=10)},
+    tags=["chicago-taxi", "kafka", "streaming", "serving"],
+    doc_md=__doc__,
+)
+def taxi_stream():
+    @task
+    def drain_and_score(**context):
+        from chicago_taxi.airflow_tasks import stream_drain
+
+        return stream_drain(context)
+
+    drain_and_score()
+
+
+taxi_stream()
