@@ -30,11 +30,28 @@ serve: init ## the prediction service on 127.0.0.1:3000 with Redis features (nee
 bench-serving: init ## BentoML service vs a bare uvicorn app and raw Redis, concurrency 1/8/32
 	@export TAXI_ONLINE_STORE=redis && $(ENV) python benchmarks/bench_serving.py $(BENCH_ARGS)
 
-services: ## start Redis on 127.0.0.1:6379 (installed from Debian's packages when missing)
+bench-streaming: init ## Kafka -> prediction latency (warm loop and the taxi_stream DAG) and throughput vs bare consume loops
+	@$(ENV) python benchmarks/bench_streaming.py $(BENCH_ARGS)
+
+services: venv ## start Redis (127.0.0.1:6379) and Kafka (127.0.0.1:9092, controller 9093) with the project's topics
 	@scripts/redis.sh start
+	@$(ENV) scripts/kafka.sh start && $(ENV) python -m chicago_taxi.topics create
 
 services-stop: ## stop the services started by `make services`
+	@scripts/kafka.sh stop
 	@scripts/redis.sh stop
+
+kafka: venv ## only Kafka (fetched from Maven Central into ~/.cache on first use) with the project's topics
+	@$(ENV) scripts/kafka.sh start && $(ENV) python -m chicago_taxi.topics create
+
+kafka-stop: ## stop Kafka
+	@scripts/kafka.sh stop
+
+replay: venv ## replay the sample onto taxi-raw-data (REPLAY_ARGS="--rate 20 --limit 200 --bad-share 0.05 [--legacy]")
+	@$(ENV) python -m chicago_taxi.producer $(REPLAY_ARGS)
+
+predictions: venv ## follow taxi-predictions (and the dead letters) as they arrive; Ctrl-C stops
+	@$(ENV) python -m chicago_taxi.topics watch
 
 test: init ## run the whole pytest suite (starts what it needs)
 	@$(ENV) python -m pytest $(PYTEST_ARGS)
@@ -60,5 +77,5 @@ suites: venv ## regenerate the GX suites under expectations/ from the schema mod
 clean: ## remove runtime state (Airflow DB, MLflow store, Bentos, run outputs, reports)
 	rm -rf var mlflow reports logs
 
-PHONY_EXTRA := serve bench-serving bench-features materialize services services-stop
+PHONY_EXTRA := serve bench-serving bench-features bench-streaming materialize services services-stop kafka kafka-stop replay predictions
 .PHONY: $(PHONY_EXTRA) help venv init run test bench airflow-ui airflow-stop mlflow-ui suites clean

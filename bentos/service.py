@@ -11,7 +11,7 @@ uvicorn app); this file only wires it into BentoML:
 - GET  /readyz, /livez, /metrics, /docs.json (OpenAPI), / (Swagger UI): BentoML's own.
 
 Trips use the Chicago column names or the legacy upstream shape (SPEC); bad fields get a 400
-naming each one. Redis down: answers stay 200 and carry `"degraded": true` (see fare_service).
+naming each one; a body that is not JSON by its Content-Type gets a 415. Redis down: answers stay 200 and carry `"degraded": true` (see fare_service).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from pydantic import Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
-from chicago_taxi.serving import PredictionResponse, TripRequest  # noqa: E402
+from chicago_taxi.serving import JsonBodiesOnly, PredictionResponse, TripRequest  # noqa: E402
 
 # Set when the training DAG builds the Bento: the registered version is packed into it and used
 # only when the registry cannot be reached at start.
@@ -87,3 +87,6 @@ class TaxiFareService:
     @ops.post("/reload")
     def reload(self) -> dict:
         return self.service.reload()
+
+
+TaxiFareService.add_asgi_middleware(JsonBodiesOnly)

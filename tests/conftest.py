@@ -20,8 +20,8 @@ DATA_CSV = REPO_ROOT / "data" / "chicago_taxi_trips.csv"
 
 
 # Fixtures of the real services, one module each: a trained model (training, session), the Kafka
-# broker (kafka, session), Airflow stacks (airflow, a per-module factory).
-pytest_plugins = ["fixtures.training", "fixtures.kafka", "fixtures.airflow"]
+# broker (kafka, session), Airflow stacks (airflow, a per-module factory), streaming helpers (streams).
+pytest_plugins = ["fixtures.training", "fixtures.kafka", "fixtures.airflow", "fixtures.streams"]
 
 
 @pytest.fixture(scope="session")

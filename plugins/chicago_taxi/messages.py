@@ -15,7 +15,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
-from chicago_taxi.schema import COLUMNS, COLUMNS_BY_NAME, LABEL, RAW_COLUMN_NAMES, TIMESTAMP, Column
+from chicago_taxi.schema import COLUMNS, LABEL, RAW_COLUMN_NAMES, TIMESTAMP, Column
 
 TRIP_ID = "trip_id"
 # Needed to score the trip, plus its event time (windows, pushes to the feature store).

@@ -2,6 +2,7 @@
 from the trip schema, and the packaging of a registered model version into a Bento."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -62,6 +63,29 @@ class PredictionResponse(BaseModel):
     features_defaulted: list[str] = Field(description="store features the online store had no fresh value for; filled as in training")
     degraded: bool = Field(description="true when the online store could not be read and every store feature was defaulted")
     trip_id: str | None = None
+
+
+class JsonBodiesOnly:
+    """ASGI middleware: a POST to one of `paths` must send JSON, or it gets a 415 naming the
+    Content-Type it sent. BentoML parses other media types itself and answers a malformed one
+    (e.g. `multipart/form-data` without a boundary) with a 500; the APIs take JSON only. A
+    request without a Content-Type is let through (BentoML reads it as JSON)."""
+
+    def __init__(self, app, paths: tuple[str, ...] = ("/predict", "/predict_batch")):
+        self.app = app
+        self.paths = frozenset(paths)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+            sent = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"content-type"), "")
+            media = sent.split(";")[0].strip().lower()
+            if media and media != "application/json" and not media.endswith("+json"):
+                body = json.dumps({"error": f"unsupported Content-Type {sent!r} for {scope['path']}: send the body as application/json"}).encode()
+                await send({"type": "http.response.start", "status": 415,
+                            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 def bento_model_tag(model_name: str, version: str, run_id: str) -> str:

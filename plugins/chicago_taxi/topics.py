@@ -128,15 +128,58 @@ def describe_topics(bootstrap: str | None = None, timeout: float = 15.0) -> dict
     return dict(sorted(result.items()))
 
 
+def watch(bootstrap: str | None = None, topics: tuple[str, ...] = (PREDICTIONS, RAW_TRIPS_DLQ, ALERTS), from_beginning: bool = False,
+          limit: int | None = None, out=sys.stdout) -> int:
+    """Print one line per message of `topics` as it arrives (from their end, or their beginning);
+    returns how many were printed. A consumer group of its own, nothing committed."""
+    import json
+    import uuid
+
+    from confluent_kafka import Consumer
+
+    bootstrap = bootstrap or bootstrap_servers()
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watch-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest" if from_beginning else "latest", "log_level": 0})
+    consumer.subscribe(list(topics))
+    printed = 0
+    try:
+        while limit is None or printed < limit:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error():
+                continue
+            try:
+                body = json.loads(msg.value())
+            except ValueError:
+                body = {"raw": msg.value()[:200].decode("utf-8", "replace")}
+            if msg.topic() == PREDICTIONS:
+                line = (f"{body.get('trip_id')}: fare {body.get('fare'):.2f} (model v{body.get('model_version')}"
+                        f"{', degraded' if body.get('degraded') else ''}, defaulted {body.get('features_defaulted') or []})")
+            elif msg.topic() == RAW_TRIPS_DLQ:
+                source = body.get("source") or {}
+                line = f"DEAD LETTER {body.get('trip_id')}: {body.get('reason')} (from {source.get('topic')}[{source.get('partition')}]@{source.get('offset')})"
+            else:
+                line = json.dumps(body)
+            print(f"{msg.topic()} {line}", file=out, flush=True)
+            printed += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return printed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chicago_taxi.topics", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["create", "list"])
+    parser.add_argument("command", choices=["create", "list", "watch"], help="watch: follow predictions, dead letters and alerts")
+    parser.add_argument("--from-beginning", action="store_true", help="watch: start at the topics' beginning, not their end")
     parser.add_argument("--bootstrap", default=None, help=f"broker address (default $KAFKA_BOOTSTRAP_SERVERS or {DEFAULT_BOOTSTRAP})")
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the broker")
     args = parser.parse_args(argv)
     bootstrap = args.bootstrap or bootstrap_servers()
     try:
-        if args.command == "create":
+        if args.command == "watch":
+            watch(bootstrap, from_beginning=args.from_beginning)
+        elif args.command == "create":
             created = ensure_topics(bootstrap, args.timeout)
             for spec in TOPICS:
                 state = "created" if spec.name in created else "exists"

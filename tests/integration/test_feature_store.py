@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chicago_taxi import features, schema
+from chicago_taxi import features
 from chicago_taxi.config import load_settings
 from conftest import REPO_ROOT, project_env
 
@@ -136,7 +136,6 @@ def test_empty_window_materializes_nothing_and_says_so(store_settings):
 def test_redis_down_fails_with_a_clear_message(store_settings, monkeypatch):
     from conftest import _free_port
 
-    settings = store_settings[0]
     monkeypatch.setenv("REDIS_PORT", str(_free_port()))  # nothing listens there
     down = load_settings()
     wall = wall_clock_for(down, DATA_NOW)

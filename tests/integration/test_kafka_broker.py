@@ -7,51 +7,15 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from chicago_taxi import topics
 from chicago_taxi.messages import InvalidMessage, parse_trip
 from chicago_taxi.producer import DEFECT_HEADER, replay
 from fixtures.kafka import KAFKA_SCRIPT, REPO_ROOT, free_port, restart_broker, session_broker
-
-
-def _consumer(bootstrap: str) -> Consumer:
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{time.monotonic_ns()}",
-                     "enable.auto.commit": False, "log_level": 0})
-
-
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = _consumer(bootstrap)
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-    finally:
-        consumer.close()
-
-
-def read_since(bootstrap: str, topic: str, start: dict[int, int], timeout: float = 30) -> list:
-    """Every message written to `topic` after the offsets in `start`, up to its current end."""
-    consumer = _consumer(bootstrap)
-    try:
-        end = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in start}
-        todo = {p for p in start if end[p] > start[p]}
-        consumer.assign([TopicPartition(topic, p, start[p]) for p in todo])
-        messages, deadline = [], time.monotonic() + timeout
-        while todo and time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            assert msg.error() is None, msg.error()
-            messages.append(msg)
-            if msg.offset() + 1 >= end[msg.partition()]:
-                todo.discard(msg.partition())
-        assert not todo, f"partitions {sorted(todo)} of {topic} not read to their end within {timeout} s"
-        return messages
-    finally:
-        consumer.close()
+from fixtures.streams import end_offsets
+from fixtures.streams import messages_since as read_since
 
 
 def test_broker_has_every_declared_topic_with_its_partitions_and_retention(kafka_broker):

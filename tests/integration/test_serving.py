@@ -50,9 +50,9 @@ def _get(url: str) -> tuple[int, dict]:
         return err.code, json.loads(err.read() or b"{}")
 
 
-def _post(url: str, body, raw: bytes | None = None) -> tuple[int, object]:
+def _post(url: str, body, raw: bytes | None = None, content_type: str = "application/json") -> tuple[int, object]:
     data = raw if raw is not None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    request = urllib.request.Request(url, data=data, headers={"content-type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -203,6 +203,10 @@ def test_invalid_json_and_bad_batches_are_4xx_not_500(service, valid_trips):
     assert service.predict_batch([]) == (200, [])
     status, error = service.predict_batch(good * 400)
     assert status == 400 and "1000" in json.dumps(error)
+    # BentoML alone answered a multipart body without a boundary with a 500 (found by schemathesis)
+    for content_type in ("multipart/form-data", "text/plain", "application/x-www-form-urlencoded"):
+        status, error = _post(f"{service.url}/predict_batch", {"trips": good}, content_type=content_type)
+        assert status == 415 and content_type in error["error"], (content_type, status, error)
 
 
 def test_health_and_openapi(service):

@@ -12,154 +12,32 @@ from the output topics from where they ended when the test started, filtered by 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 import uuid
 from collections import Counter
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from chicago_taxi import schema, streaming, topics
 from chicago_taxi.config import load_settings
 from chicago_taxi.features import compute_view
 from chicago_taxi.messages import chicago_weekday, parse_trip
-from chicago_taxi.producer import chicago_message, corrupt, legacy_message
-from conftest import DATA_CSV, REPO_ROOT, _free_port
+from conftest import DATA_CSV, _free_port
 from fixtures.kafka import restart_broker
-
-REDIS = REPO_ROOT / "scripts" / "redis.sh"
-OUTPUTS = (topics.PREDICTIONS, topics.FEATURES, topics.RAW_TRIPS_DLQ, topics.ALERTS)
-
-
-def _redis(action: str, port: int) -> None:
-    proc = subprocess.run([str(REDIS), action, str(port)], capture_output=True, text=True)
-    assert proc.returncode == 0, f"redis.sh {action} {port}: {proc.stdout}{proc.stderr}"
+from fixtures.streams import OUTPUTS, Outputs, _redis, end_offsets, environ, messages_for, new_group, produce, warmed_redis
 
 
 @pytest.fixture(scope="module")
 def stream_env(stack, first_run, kafka_broker):
     """The training stack's env with the session broker and a warmed Redis online store of its own."""
     tmp, env = stack
-    port = _free_port()
-    _redis("start", port)
-    env = {**env, "TAXI_ONLINE_STORE": "redis", "REDIS_PORT": str(port), "KAFKA_BOOTSTRAP_SERVERS": kafka_broker,
-           "TAXI_ONLINE_STORE_RETRY_SECONDS": "1", "TAXI_REDIS_TIMEOUT_SECONDS": "0.5", "TAXI_STREAM_KAFKA_TIMEOUT": "10"}
-    proc = subprocess.run(["python", "-m", "chicago_taxi.features", "warm"], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    yield env, port
-    _redis("stop", port)
-
-
-@contextmanager
-def environ(env: dict, **extra: str):
-    saved = dict(os.environ)
-    os.environ.update(env)
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-@pytest.fixture(scope="module")
-def clean_rows() -> list[dict]:
-    """Sample rows with none of the known dirt, so a message is invalid only when a test breaks it."""
-    trips = pd.read_csv(DATA_CSV)
-    ok = (trips.fare.between(3.25, 300) & trips.trip_seconds.between(60, 6 * 3600) & trips.trip_miles.between(0, 100)
-          & (trips.trip_miles / (trips.trip_seconds / 3600) <= 80) & trips.payment_type.notna())
-    return trips[ok].to_dict("records")
-
-
-# ---------------------------------------------------------------- Kafka helpers
-def _consumer(bootstrap: str, group: str | None = None) -> Consumer:
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": group or f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False, "log_level": 0})
-
-
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = _consumer(bootstrap)
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-    finally:
-        consumer.close()
-
-
-def new_group(bootstrap: str, name: str) -> str:
-    """A fresh consumer group whose committed offsets are the raw topic's current end."""
-    group = f"test-{name}-{uuid.uuid4().hex[:8]}"
-    consumer = _consumer(bootstrap, group)
-    try:
-        offsets = [TopicPartition(topics.RAW_TRIPS, p, o) for p, o in end_offsets(bootstrap, topics.RAW_TRIPS).items()]
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                consumer.commit(offsets=offsets, asynchronous=False)
-                return group
-            except KafkaException:  # the group's coordinator is still being set up
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-    finally:
-        consumer.close()
-
-
-def produce(bootstrap: str, messages: list[tuple[str, bytes]]) -> dict[str, tuple[int, int]]:
-    """Send (key, value) pairs to the raw topic; returns key -> (partition, offset) of each."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "log_level": 0, "message.timeout.ms": 60000})
-    placed, failed = {}, []
-
-    def done(err, msg):
-        if err is not None:
-            failed.append((msg.key(), err))
-        else:
-            placed[msg.key().decode()] = (msg.partition(), msg.offset())
-
-    for key, value in messages:
-        producer.produce(topics.RAW_TRIPS, key=key.encode(), value=value, on_delivery=done)
-        producer.poll(0)
-    assert producer.flush(60) == 0 and not failed, failed
-    assert len(placed) == len(messages), "keys must be unique within a produce() call"
-    return placed
-
-
-def read_since(bootstrap: str, topic: str, start: dict[int, int], timeout: float = 30) -> list[dict]:
-    """Every message of `topic` after `start`, up to the topic's current end, as dicts with `_key`."""
-    consumer = _consumer(bootstrap)
-    try:
-        end = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in start}
-        todo = {p for p in start if end[p] > start[p]}
-        consumer.assign([TopicPartition(topic, p, start[p]) for p in todo])
-        out, deadline = [], time.monotonic() + timeout
-        while todo and time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None or msg.error() is not None:
-                continue
-            out.append({**json.loads(msg.value()), "_key": msg.key().decode() if msg.key() else None})
-            if msg.offset() + 1 >= end[msg.partition()]:
-                todo.discard(msg.partition())
-        assert not todo, f"{topic}: partitions {sorted(todo)} not read to their end within {timeout} s"
-        return out
-    finally:
-        consumer.close()
-
-
-class Outputs:
-    """The output topics' ends when created; `read(topic, prefix)` returns what came after."""
-
-    def __init__(self, bootstrap: str):
-        self.bootstrap = bootstrap
-        self.start = {topic: end_offsets(bootstrap, topic) for topic in OUTPUTS}
-
-    def read(self, topic: str, prefix: str | None = None) -> list[dict]:
-        records = read_since(self.bootstrap, topic, self.start[topic])
-        return [r for r in records if prefix is None or (r.get("trip_id") or r.get("_key") or "").startswith(prefix)]
+    env = {**env, "KAFKA_BOOTSTRAP_SERVERS": kafka_broker, "TAXI_ONLINE_STORE_RETRY_SECONDS": "1", "TAXI_REDIS_TIMEOUT_SECONDS": "0.5",
+           "TAXI_STREAM_KAFKA_TIMEOUT": "10"}
+    with warmed_redis(env) as (env, port):
+        yield env, port
 
 
 def drain(env: dict, group: str, attempts: int = 1, **kwargs) -> list[streaming.BatchResult]:
@@ -183,26 +61,6 @@ def drain(env: dict, group: str, attempts: int = 1, **kwargs) -> list[streaming.
 
 def committed(env: dict, group: str) -> dict[int, int | None]:
     return streaming.committed_offsets(env["KAFKA_BOOTSTRAP_SERVERS"], group)
-
-
-def messages_for(prefix: str, rows: list[dict], bad: dict[int, str] | None = None, legacy: set[int] = frozenset(),
-                 too_fast: set[int] = frozenset()) -> tuple[list[tuple[str, bytes]], set[str], set[str]]:
-    """Messages for `rows` with ids `<prefix>-<i>`; `bad` maps i -> a producer defect kind, `legacy`
-    sends the legacy shape, `too_fast` makes a trip that parses but fails the GX speed check.
-    Returns the messages, the ids expected valid and the ids expected dead-lettered."""
-    bad = bad or {}
-    out, good, invalid = [], set(), set()
-    for i, row in enumerate(rows):
-        trip_id = f"{prefix}-{i:03d}"
-        message = chicago_message(row, trip_id)
-        if i in too_fast:
-            message.update(trip_miles=50.0, trip_seconds=600.0)  # 300 mph
-        if i in legacy:
-            message = legacy_message(message)
-        value = corrupt(message, bad[i], i in legacy) if i in bad else json.dumps(message).encode()
-        out.append((trip_id, value))
-        (invalid if i in bad or i in too_fast else good).add(trip_id)
-    return out, good, invalid
 
 
 def total(results: list[streaming.BatchResult], name: str) -> int:

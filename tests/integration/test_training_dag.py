@@ -3,12 +3,10 @@ MLflow store (SQLite) and real BentoML build and serving, all under a temp dir."
 from __future__ import annotations
 
 import json
-import math
 import socket
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -1,6 +1,5 @@
 from datetime import datetime, timezone
 
-import pandas as pd
 import pytest
 
 from chicago_taxi import pipeline

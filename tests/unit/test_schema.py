@@ -1,5 +1,4 @@
 """The schema module is the single source of truth: check it is consistent with itself and the data."""
-import pandas as pd
 
 from chicago_taxi import schema
 
