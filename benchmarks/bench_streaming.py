@@ -40,7 +40,7 @@ from chicago_taxi import streaming, topics  # noqa: E402
 from chicago_taxi.producer import chicago_message  # noqa: E402
 from fixtures.airflow import AirflowStack  # noqa: E402  (the test suite's stack and broker helpers, reused)
 from fixtures.kafka import KafkaBroker  # noqa: E402
-from fixtures.streams import _consumer, environ, new_group, produce, read_since, end_offsets, warmed_redis  # noqa: E402
+from fixtures.streams import _consumer, environ, trigger_connection, new_group, produce, read_since, end_offsets, warmed_redis  # noqa: E402
 from confluent_kafka import TopicPartition  # noqa: E402
 
 
@@ -156,9 +156,7 @@ def warm_loop_latency(env: dict, bootstrap: str, rows: list[dict], rate: float, 
 def airflow_latency(env: dict, bootstrap: str, rows: list[dict], rate: float, seconds: int, tmp: Path) -> tuple[dict, dict]:
     env = {**env, "AIRFLOW_HOME": str(tmp / "airflow"), "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(tmp / "airflow-logs"),
            "TAXI_STREAM_GROUP": new_group(bootstrap, "bench-dag")}
-    env["AIRFLOW_CONN_TAXI_KAFKA_TRIGGER"] = json.dumps({"conn_type": "kafka", "extra": {
-        "bootstrap.servers": bootstrap, "group.id": new_group(bootstrap, "bench-trigger"), "enable.auto.commit": "false",
-        "auto.offset.reset": "earliest"}})
+    env["AIRFLOW_CONN_TAXI_KAFKA_TRIGGER"] = trigger_connection(env, bootstrap, new_group(bootstrap, "bench-trigger"))
     stack = AirflowStack(env)
     stack.start()
     try:

@@ -16,6 +16,11 @@ export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:${AIRFLOW_PORT:
 export AIRFLOW__LOGGING__BASE_LOG_FOLDER="$ROOT/logs/airflow"
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
 export AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR=False
+# Embedded SQLite metadata DB: BEGIN IMMEDIATE and wait up to 60 s for the write lock (chicago_taxi/airflow_db.py).
+case "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite}" in
+  sqlite*) export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=chicago_taxi.airflow_db.SQLITE_CONNECT_ARGS
+           export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC=chicago_taxi.airflow_db.SQLITE_CONNECT_ARGS_ASYNC ;;
+esac
 export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$ROOT/mlflow/mlflow.db}"
 export BENTOML_HOME="${BENTOML_HOME:-$ROOT/var/bentoml}"
 export BENTOML_DO_NOT_TRACK=True
@@ -27,9 +32,10 @@ export PATH="$ROOT/.venv/bin:$PATH"
 # Kafka: the broker (scripts/kafka.sh) and the connection of the taxi_stream DAG's wake-up trigger.
 # The trigger's consumer group is its own (the scoring runs use TAXI_STREAM_GROUP); the
 # shared-stream trigger refuses to start unless auto-commit is off (it commits after Airflow
-# stored the event); "earliest" so that the first start also wakes up for what is already there.
+# stored the event); "earliest" so that the first start also wakes up for what is already there;
+# reconnect backoff from 1 s: with the broker down, librdkafka's 100 ms default logs ~20 errors/s.
 export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
-export AIRFLOW_CONN_TAXI_KAFKA_TRIGGER="{\"conn_type\": \"kafka\", \"extra\": {\"bootstrap.servers\": \"$KAFKA_BOOTSTRAP_SERVERS\", \"group.id\": \"${TAXI_TRIGGER_GROUP:-taxi-stream-trigger}\", \"enable.auto.commit\": \"false\", \"auto.offset.reset\": \"earliest\"}}"
+export AIRFLOW_CONN_TAXI_KAFKA_TRIGGER="{\"conn_type\": \"kafka\", \"extra\": {\"bootstrap.servers\": \"$KAFKA_BOOTSTRAP_SERVERS\", \"group.id\": \"${TAXI_TRIGGER_GROUP:-taxi-stream-trigger}\", \"enable.auto.commit\": \"false\", \"auto.offset.reset\": \"earliest\", \"reconnect.backoff.ms\": \"1000\", \"reconnect.backoff.max.ms\": \"5000\"}}"
 # Feast: feature_store.yaml reads these (chicago_taxi.features sets them the same way in code).
 export TAXI_FEATURES_DIR="${TAXI_FEATURES_DIR:-$ROOT/var/features}"
 export FEAST_REGISTRY_PATH="${FEAST_REGISTRY_PATH:-${TAXI_FEAST_DIR:-$ROOT/var/feast}/registry.db}"

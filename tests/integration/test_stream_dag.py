@@ -10,7 +10,6 @@ to wait for. Timings (stack start, produce -> every prediction published) print 
 """
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
@@ -19,7 +18,7 @@ import pytest
 from chicago_taxi import topics
 from fixtures.airflow import AirflowStack
 from fixtures.kafka import restart_broker
-from fixtures.streams import Outputs, messages_for, new_group, produce, warmed_redis
+from fixtures.streams import Outputs, messages_for, new_group, produce, trigger_connection, warmed_redis
 
 DAG_ID = "taxi_stream"
 TIMEOUT = 420  # a run starts a task process that imports TF, Feast and GX and loads the model
@@ -35,8 +34,7 @@ def stream_stack(stack, first_run, kafka_broker, tmp_path_factory, airflow_stack
            "KAFKA_BOOTSTRAP_SERVERS": kafka_broker, "TAXI_STREAM_GROUP": new_group(kafka_broker, "stream-dag"),
            "TAXI_STREAM_KAFKA_TIMEOUT": "10", "TAXI_ONLINE_STORE_RETRY_SECONDS": "1"}
     trigger_group = new_group(kafka_broker, "stream-dag-trigger")
-    env["AIRFLOW_CONN_TAXI_KAFKA_TRIGGER"] = json.dumps({"conn_type": "kafka", "extra": {
-        "bootstrap.servers": kafka_broker, "group.id": trigger_group, "enable.auto.commit": "false", "auto.offset.reset": "earliest"}})
+    env["AIRFLOW_CONN_TAXI_KAFKA_TRIGGER"] = trigger_connection(env, kafka_broker, trigger_group)
     with warmed_redis(env) as (env, _port):
         started = time.monotonic()
         live = airflow_stack_factory(env)
