@@ -62,11 +62,11 @@ bench: init ## benchmark each training task on the full 15k trips
 bench-features: init ## Feast materialization and online lookups vs raw redis-py on a real Redis
 	@$(ENV) python benchmarks/bench_feature_store.py
 
-airflow-ui: init ## Airflow UI + scheduler + triggerer on 127.0.0.1:8080, parallelism 4
-	@$(ENV) scripts/airflow_stack.sh start
+airflow-ui: venv ## Airflow UI, scheduler, DAG processor, triggerer on 127.0.0.1:8080 (parallelism 4), metadata in PostgreSQL
+	@export TAXI_AIRFLOW_DB=postgres && $(ENV) scripts/postgres.sh start && $(ENV) scripts/init_airflow.sh && $(ENV) scripts/airflow_stack.sh start
 
-airflow-stop: ## stop the Airflow stack started by airflow-ui
-	@$(ENV) scripts/airflow_stack.sh stop
+airflow-stop: ## stop the Airflow stack started by airflow-ui (and its PostgreSQL)
+	@export TAXI_AIRFLOW_DB=postgres && $(ENV) scripts/airflow_stack.sh stop && scripts/postgres.sh stop
 
 mlflow-ui: venv ## MLflow UI on 127.0.0.1:5000 over the local store
 	@$(ENV) mlflow ui --host 127.0.0.1 --port $${MLFLOW_PORT:-5000} --backend-store-uri "$$MLFLOW_TRACKING_URI"

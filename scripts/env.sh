@@ -16,6 +16,13 @@ export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:${AIRFLOW_PORT:
 export AIRFLOW__LOGGING__BASE_LOG_FOLDER="$ROOT/logs/airflow"
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
 export AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR=False
+# Airflow's metadata DB: SQLite in AIRFLOW_HOME (embedded default: `make run`, `airflow dags test`),
+# or PostgreSQL (scripts/postgres.sh) with TAXI_AIRFLOW_DB=postgres, which `make airflow-ui` uses:
+# with the whole stack writing at once SQLite's single writer fails backfills ("database is locked").
+export TAXI_AIRFLOW_DB="${TAXI_AIRFLOW_DB:-sqlite}"
+if [ "$TAXI_AIRFLOW_DB" = postgres ] && [ -z "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-}" ]; then
+  export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://postgres@127.0.0.1:${TAXI_POSTGRES_PORT:-5433}/airflow"
+fi
 # Embedded SQLite metadata DB: BEGIN IMMEDIATE and wait up to 60 s for the write lock (chicago_taxi/airflow_db.py).
 case "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite}" in
   sqlite*) export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=chicago_taxi.airflow_db.SQLITE_CONNECT_ARGS
