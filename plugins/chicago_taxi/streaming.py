@@ -447,9 +447,9 @@ def _commit(consumer, bootstrap: str, topic: str, offsets: dict[int, int], timeo
 
 
 def _json_default(value):
-    if isinstance(value, np.integer):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return int(value)
-    if isinstance(value, np.floating):
+    if isinstance(value, (float, np.floating)):
         return None if np.isnan(value) else float(value)
     if isinstance(value, (datetime, pd.Timestamp)):
         return _iso(value)
@@ -719,28 +719,31 @@ def stats_as_of(trips: pd.DataFrame, known: pd.DataFrame, view: schema.StoreView
     from chicago_taxi.features import EVENT_TIMESTAMP, compute_view, entity_keys
 
     keys = entity_keys(trips)[view.entity].reset_index(drop=True)
-    starts = trips[schema.TIMESTAMP].astype("int64").reset_index(drop=True)
-    out = pd.DataFrame({view.entity: keys, EVENT_TIMESTAMP: pd.Series(pd.NaT, index=keys.index, dtype="datetime64[ns, UTC]")})
-    for feature in view.features:
-        out[feature] = np.nan
-    if known.empty:
-        return out
-    rows = compute_view(known, view)
-    window = pd.Timedelta(minutes=view.window_minutes)
-    for entity, group in rows.groupby(view.entity, sort=False):
-        group = group.sort_values(EVENT_TIMESTAMP)
-        stamps = group[EVENT_TIMESTAMP].to_numpy()
-        mine = keys.index[keys == entity]
-        if len(mine) == 0:
-            continue
-        at = pd.to_datetime(starts[mine].to_numpy(), unit="s", utc=True)
-        position = np.searchsorted(stamps, at.to_numpy(), side="right") - 1
-        for row_index, pos, moment in zip(mine, position, at):
-            if pos < 0 or group[EVENT_TIMESTAMP].iloc[pos] < moment - window:
+    starts_ns = trips[schema.TIMESTAMP].astype("int64").to_numpy() * 1_000_000_000
+    nat = np.iinfo(np.int64).min
+    stamps_out = np.full(len(keys), nat, dtype=np.int64)
+    values_out = {feature: np.full(len(keys), np.nan) for feature in view.features}
+    if not known.empty:
+        rows = compute_view(known, view)
+        window_ns = view.window_minutes * 60 * 1_000_000_000
+        key_values = keys.to_numpy()
+        for entity, group in rows.groupby(view.entity, sort=False):
+            mine = np.flatnonzero(key_values == entity)
+            if len(mine) == 0:
                 continue
-            out.loc[row_index, EVENT_TIMESTAMP] = group[EVENT_TIMESTAMP].iloc[pos]
+            group = group.sort_values(EVENT_TIMESTAMP)
+            stamps = pd.DatetimeIndex(group[EVENT_TIMESTAMP]).as_unit("ns").asi8
+            at = starts_ns[mine]
+            position = np.searchsorted(stamps, at, side="right") - 1
+            live = position >= 0
+            live[live] &= stamps[position[live]] >= at[live] - window_ns  # the row must still be inside its window
+            chosen, position = mine[live], position[live]
+            stamps_out[chosen] = stamps[position]
             for feature in view.features:
-                out.loc[row_index, feature] = group[feature].iloc[pos]
+                values_out[feature][chosen] = group[feature].to_numpy(dtype=float)[position]
+    out = pd.DataFrame({view.entity: keys, EVENT_TIMESTAMP: pd.Series(stamps_out.view("datetime64[ns]")).dt.tz_localize("UTC")})
+    for feature in view.features:
+        out[feature] = values_out[feature]
     return out
 
 
@@ -899,9 +902,12 @@ def process_pending(settings: Settings | None = None, *, bootstrap: str | None =
                 result.alerts = 1
                 log.warning("bad message share %.1f%% over %.1f%% in %d messages: alert sent to %s", 100 * result.bad_share,
                             100 * config.max_bad_share, len(records), ALERTS)
+            # per batch, not per trip: the entity keys and each view's rows as plain dicts
+            keys = _batch_entity_keys(trips)
+            as_of = {name: rows.to_dict("records") for name, rows in pushed.as_of.items()}
             for index, ((trip, record), answer) in enumerate(zip(valid, answers)):
                 publisher.send(PREDICTIONS, trip[TRIP_ID], _prediction(trip, record, answer, group, scored_ms))
-                publisher.send(FEATURES, trip[TRIP_ID], _features(trip, record, pushed, index))
+                publisher.send(FEATURES, trip[TRIP_ID], _features(trip, record, pushed, keys[index], {n: r[index] for n, r in as_of.items()}))
             publisher.flush()
         result.predictions_published = publisher.delivered[PREDICTIONS]
         result.features_published = publisher.delivered[FEATURES]
@@ -926,26 +932,36 @@ def process_pending(settings: Settings | None = None, *, bootstrap: str | None =
 
 
 def drain(settings: Settings | None = None, *, bootstrap: str | None = None, group: str | None = None, max_messages: int = 500,
-          idle_seconds: float = 1.0, max_batches: int | None = None, scorer: Scorer | None = None, store=None) -> dict:
-    """`process_pending` until a call finds nothing pending (or `max_batches` calls, default
-    `TAXI_STREAM_MAX_BATCHES`=20): what one Kafka-triggered DAG run does. Each batch is committed
-    before the next starts, so a failure part-way keeps the batches already done. Returns the
-    totals and every batch's `as_dict()`."""
-    max_batches = max_batches or int(_env_number("TAXI_STREAM_MAX_BATCHES", 20))
-    started = time.perf_counter()
-    batches = []
-    while len(batches) < max_batches:
+          idle_seconds: float = 1.0, linger_seconds: float | None = None, max_run_seconds: float | None = None,
+          scorer: Scorer | None = None, store=None) -> dict:
+    """What one Kafka-triggered DAG run does: `process_pending` again and again while messages
+    keep coming; stop once nothing arrived for `linger_seconds` (TAXI_STREAM_LINGER_SECONDS,
+    default 10) or after `max_run_seconds` (TAXI_STREAM_MAX_RUN_SECONDS, default 600; the next
+    run goes on). Lingering keeps one warm task process on a steady stream instead of paying a
+    new task's start (imports, model load: ~15 s) per wake-up. Each batch is committed before
+    the next starts, so a failure part-way keeps the batches already done. Returns the totals
+    and every batch's `as_dict()`."""
+    linger = _env_number("TAXI_STREAM_LINGER_SECONDS", 10.0) if linger_seconds is None else linger_seconds
+    limit = _env_number("TAXI_STREAM_MAX_RUN_SECONDS", 600.0) if max_run_seconds is None else max_run_seconds
+    started = time.monotonic()
+    batches: list[dict] = []
+    last_message = time.monotonic()
+    while time.monotonic() - started < limit:
         result = process_pending(settings, bootstrap=bootstrap, group=group, max_messages=max_messages, idle_seconds=idle_seconds,
                                  scorer=scorer, store=store)
-        if result.consumed == 0:
+        if result.consumed:
+            batches.append(result.as_dict())
+            last_message = time.monotonic()
+        elif time.monotonic() - last_message >= linger:
             break
-        batches.append(result.as_dict())
+        else:
+            time.sleep(0.2)  # nothing pending: look again shortly
     totals = {key: sum(b[key] for b in batches) for key in ("consumed", "valid", "dead_lettered", "predictions_published", "alerts")}
-    more = len(batches) == max_batches
+    more = time.monotonic() - started >= limit
     if more:
-        log.warning("stopped after %d batches with messages still pending: the next run goes on", max_batches)
-    log.info("drained %d batch(es) in %.1f s: %s", len(batches), time.perf_counter() - started, totals)
-    return {**totals, "batches": batches, "more_pending": more, "seconds": round(time.perf_counter() - started, 3)}
+        log.warning("stopped after %.0f s with messages still arriving: the next run goes on", limit)
+    log.info("drained %d batch(es) in %.1f s: %s", len(batches), time.monotonic() - started, totals)
+    return {**totals, "batches": batches, "more_pending": more, "seconds": round(time.monotonic() - started, 3)}
 
 
 class _Timer:
@@ -1044,22 +1060,29 @@ def _prediction(trip: dict, record: _Record, answer: dict, group: str, scored_ms
     }
 
 
-def _features(trip: dict, record: _Record, pushed: _PushOutcome, index: int) -> dict:
-    from chicago_taxi.features import EVENT_TIMESTAMP, entity_keys
+def _batch_entity_keys(trips: list[dict]) -> list[dict]:
+    from chicago_taxi.features import entity_keys
 
-    keys = entity_keys(pd.DataFrame([trip])).iloc[0]
+    return entity_keys(pd.DataFrame(trips)).to_dict("records") if trips else []
+
+
+def _features(trip: dict, record: _Record, pushed: _PushOutcome, keys: dict, rows: dict[str, dict]) -> dict:
+    """The features record of one trip: `keys` its entity keys, `rows` each pushed view's row as
+    of the trip (view name -> column -> value)."""
+    from chicago_taxi.features import EVENT_TIMESTAMP
+
     views = {}
     for view in schema.STORE_VIEWS:
-        rows = pushed.as_of.get(view.name)
-        if rows is None:
+        row = rows.get(view.name)
+        if row is None:
             continue
-        row = rows.iloc[index]
         as_of = row[EVENT_TIMESTAMP]
+        missing = as_of is None or pd.isna(as_of)
         views[view.name] = {
             "entity": {view.entity: row[view.entity] if isinstance(row[view.entity], str) else _json_default(row[view.entity])},
-            "as_of": None if pd.isna(as_of) else _iso(as_of),
-            "values": None if pd.isna(as_of) else {f: int(row[f]) if "_trips_" in f else _json_default(row[f]) for f in view.features},
-            "pushed": not pd.isna(as_of) and (view.name, row[view.entity], as_of) in pushed.pushed_keys,
+            "as_of": None if missing else _iso(as_of),
+            "values": None if missing else {f: int(row[f]) if "_trips_" in f else _json_default(row[f]) for f in view.features},
+            "pushed": not missing and (view.name, row[view.entity], as_of) in pushed.pushed_keys,
         }
     return {
         "trip_id": trip[TRIP_ID],
@@ -1080,7 +1103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", default=None, help=f"consumer group (default $TAXI_STREAM_GROUP or {DEFAULT_GROUP})")
     parser.add_argument("--max-messages", type=int, default=500)
     parser.add_argument("--idle-seconds", type=float, default=1.0)
-    parser.add_argument("--until-empty", action="store_true", help="repeat until a call finds nothing pending")
+    parser.add_argument("--until-empty", action="store_true", help="repeat until nothing arrived for --linger seconds")
+    parser.add_argument("--linger", type=float, default=0.0, help="with --until-empty: seconds to wait for more messages (default 0)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -1089,7 +1113,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(pending_messages(args.bootstrap, args.group)))
             return 0
         if args.until_empty:
-            print(json.dumps(drain(bootstrap=args.bootstrap, group=args.group, max_messages=args.max_messages, idle_seconds=args.idle_seconds)))
+            print(json.dumps(drain(bootstrap=args.bootstrap, group=args.group, max_messages=args.max_messages, idle_seconds=args.idle_seconds,
+                                   linger_seconds=args.linger)))
         else:
             result = process_pending(bootstrap=args.bootstrap, group=args.group, max_messages=args.max_messages, idle_seconds=args.idle_seconds)
             print(json.dumps(result.as_dict()))

@@ -518,7 +518,9 @@ def test_features_record_holds_the_row_as_of_the_trip():
     rows = streaming.stats_as_of(pd.DataFrame([_trip("x3", B + 300, 40.0)]),
                                  pd.DataFrame([_trip("x1", B - 3600, 10.0), _trip("x3", B + 300, 40.0)]), COMPANY_VIEW)
     outcome = streaming._PushOutcome(as_of={COMPANY_VIEW.name: rows}, pushed_keys={(COMPANY_VIEW.name, "A", rows["event_timestamp"][0])})
-    record = streaming._features(_trip("x3", B + 300, 40.0), streaming._Record(2, 7, "x3", b"{}", 1_700_000_000_000), outcome, 0)
+    trip = _trip("x3", B + 300, 40.0)
+    record = streaming._features(trip, streaming._Record(2, 7, "x3", b"{}", 1_700_000_000_000), outcome,
+                                 streaming._batch_entity_keys([trip])[0], {COMPANY_VIEW.name: rows.to_dict("records")[0]})
     view = record["feature_views"][COMPANY_VIEW.name]
     assert view == {"entity": {"company": "A"}, "as_of": "2014-05-13T16:30:00.000Z",  # x1 made the row at B - 30 min
                     "values": {"company_trips_1d": 1, "company_fare_1d": 10.0}, "pushed": True}
