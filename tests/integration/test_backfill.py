@@ -1,5 +1,6 @@
 """Backfills of the materialization DAGs through a running Airflow stack (api-server, scheduler,
-dag-processor, triggerer; LocalExecutor) into a real Redis.
+dag-processor, triggerer; LocalExecutor; metadata in PostgreSQL, see fixtures/airflow.py) into a
+real Redis.
 
 The offline store comes from the `taxi_features` DAG (`airflow dags test`). A day of
 `feast_materialize_hourly` is then backfilled with `airflow backfill create` (24 runs, run by
@@ -119,23 +120,7 @@ def backfill(live_stack, dag_id: str, start: datetime, end: datetime, *extra: st
     before = {b["id"] for b in live_stack.backfills(dag_id)}
     started = time.monotonic()
     cmd = ["airflow", "backfill", "create", "--dag-id", dag_id, "--from-date", start.isoformat(), "--to-date", end.isoformat(), *extra]
-    for attempt in range(1, 6):
-        proc = subprocess.run(cmd, env=live_stack.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-        if proc.returncode == 0 or "database is locked" not in proc.stdout + proc.stderr:
-            break
-        # SQLite: the CLI's transaction met the scheduler's writes. Airflow deletes a half-created
-        # backfill only when it can; when it cannot, the runs it already created or cleared go
-        # ahead. Let that partial backfill finish, then run the same command again: it creates
-        # (or reprocesses) the rest.
-        statement = next((line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip().startswith("[SQL:")), "")
-        partial = [b for b in live_stack.backfills(dag_id) if b["id"] not in before and b["completed_at"] is None]
-        print(f"\n[backfill] attempt {attempt}: SQLite 'database is locked' {statement[:160]}; "
-              f"{'partial backfill ' + str(partial[0]['id']) + ' left behind, waiting for it' if partial else 'nothing left behind'}; running the command again", flush=True)
-        TIMINGS[f"{dag_id} backfill create retries"] = attempt
-        for b in partial:
-            live_stack.unpause(dag_id)
-            wait_for_backfill(live_stack, b["id"], timeout=1800)
-        time.sleep(3)
+    proc = subprocess.run(cmd, env=live_stack.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     created = [b for b in live_stack.backfills(dag_id) if b["id"] not in before]
     assert created, proc.stdout[-2000:]
