@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
+from bench_feature_store import free_port, percentiles  # noqa: E402  (the same helpers, one copy)
 COLUMNS = ["trip_miles", "trip_seconds", "trip_start_hour", "trip_start_day", "trip_start_month", "payment_type", "company",
            "pickup_community_area", "dropoff_community_area", "pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude"]
 LUA = """
@@ -51,17 +51,6 @@ done = function(summary, latency, requests)
     latency:percentile(99) / 1e3, e.connect + e.read + e.write + e.status + e.timeout))
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ms_percentiles(samples: list[float]) -> tuple[float, float]:
-    ms = np.array(samples) * 1000
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
 def request_trips(n: int = 100) -> list[dict]:
@@ -115,7 +104,7 @@ def in_process(trips: list[dict], repeats: int) -> dict:
             t = time.perf_counter()
             service.predict(batch)
             work.append(time.perf_counter() - t)
-        results[n] = {"raw_redis": ms_percentiles(raw), "service_work": ms_percentiles(work)}
+        results[n] = {"raw_redis": percentiles(raw), "service_work": percentiles(work)}
     return results
 
 

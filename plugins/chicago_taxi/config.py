@@ -17,14 +17,27 @@ def _env_path(name: str, default: Path) -> Path:
     return Path(value).resolve() if value else default
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
+def env_float(name: str, default: float) -> float:
+    """A number from the environment; unset or empty gives `default`, anything else must parse."""
+    raw = os.environ.get(name, "").strip()
+    if raw == "":
         return default
     try:
         return float(raw)
     except ValueError as exc:
         raise ValueError(f"environment variable {name}={raw!r} is not a number") from exc
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """1/0, true/false, yes/no, on/off from the environment; unset or empty gives `default`."""
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"environment variable {name}={raw!r}: expected 1/0, true/false, on/off")
 
 
 def _env_optional_int(name: str) -> int | None:
@@ -101,20 +114,20 @@ def load_settings() -> Settings:
         mlflow_artifacts_dir=_env_path("TAXI_MLFLOW_ARTIFACTS", root / "mlflow" / "artifacts"),
         model_name=os.environ.get("TAXI_MODEL_NAME", "chicago_taxi_fare"),
         lookback_days=_env_optional_int("TAXI_LOOKBACK_DAYS"),
-        holdout_fraction=_env_float("TAXI_HOLDOUT_FRACTION", 0.2),
-        max_bad_row_share=_env_float("TAXI_MAX_BAD_ROW_SHARE", 0.05),
-        max_rmse_ratio_to_baseline=_env_float("TAXI_MAX_RMSE_RATIO", 0.6),
-        epochs=int(_env_float("TAXI_EPOCHS", 40)),
-        seed=int(_env_float("TAXI_SEED", 42)),
+        holdout_fraction=env_float("TAXI_HOLDOUT_FRACTION", 0.2),
+        max_bad_row_share=env_float("TAXI_MAX_BAD_ROW_SHARE", 0.05),
+        max_rmse_ratio_to_baseline=env_float("TAXI_MAX_RMSE_RATIO", 0.6),
+        epochs=int(env_float("TAXI_EPOCHS", 40)),
+        seed=int(env_float("TAXI_SEED", 42)),
         feature_repo=root / "feature_repo",
         feast_dir=_env_path("TAXI_FEAST_DIR", root / "var" / "feast"),
         features_dir=_env_path("TAXI_FEATURES_DIR", root / "var" / "features"),
         online_store=os.environ.get("TAXI_ONLINE_STORE", "sqlite"),
         redis_address=f"{os.environ.get('REDIS_HOST', '127.0.0.1')}:{os.environ.get('REDIS_PORT', '6379')}",
         # 2026-11-28 minus 3,650 days is 2016-11-30, inside the sample (which ends 2016-12-30).
-        redis_timeout_seconds=_env_float("TAXI_REDIS_TIMEOUT_SECONDS", 2.0),
-        online_store_retry_seconds=_env_float("TAXI_ONLINE_STORE_RETRY_SECONDS", 5.0),
-        champion_poll_seconds=_env_float("TAXI_CHAMPION_POLL_SECONDS", 30.0),
-        replay_offset_days=_env_float("TAXI_REPLAY_OFFSET_DAYS", 3650),
-        materialize_overlap_minutes=_env_float("TAXI_MATERIALIZE_OVERLAP_MINUTES", 15),
+        redis_timeout_seconds=env_float("TAXI_REDIS_TIMEOUT_SECONDS", 2.0),
+        online_store_retry_seconds=env_float("TAXI_ONLINE_STORE_RETRY_SECONDS", 5.0),
+        champion_poll_seconds=env_float("TAXI_CHAMPION_POLL_SECONDS", 30.0),
+        replay_offset_days=env_float("TAXI_REPLAY_OFFSET_DAYS", 3650),
+        materialize_overlap_minutes=env_float("TAXI_MATERIALIZE_OVERLAP_MINUTES", 15),
     )

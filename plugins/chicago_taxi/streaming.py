@@ -118,7 +118,7 @@ import numpy as np
 import pandas as pd
 
 from chicago_taxi import schema
-from chicago_taxi.config import Settings, load_settings
+from chicago_taxi.config import Settings, env_bool, env_float, load_settings
 from chicago_taxi.messages import REQUIRED_COLUMNS, TRIP_ID, InvalidMessage, dead_letter_record, parse_trip
 from chicago_taxi.topics import ALERTS, FEATURES, PREDICTIONS, RAW_TRIPS, RAW_TRIPS_DLQ, BrokerUnavailable, bootstrap_servers
 
@@ -140,27 +140,6 @@ class CommitFailed(RuntimeError):
 
 
 # ---------------------------------------------------------------- configuration
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if raw == "":
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"environment variable {name}={raw!r}: expected 1/0, true/false, on/off")
-
-
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"environment variable {name}={raw!r} is not a number") from exc
-
-
 @dataclass(frozen=True)
 class StreamConfig:
     """The streaming knobs (environment variables, read at each call)."""
@@ -179,13 +158,13 @@ class StreamConfig:
         history = os.environ.get("TAXI_STREAM_HISTORY", "").strip() or None
         return cls(
             group=os.environ.get("TAXI_STREAM_GROUP", "").strip() or DEFAULT_GROUP,
-            use_gx=_env_bool("TAXI_STREAM_GX", True),
-            max_bad_share=_env_number("TAXI_STREAM_MAX_BAD_SHARE", 0.2),
-            alert_min_messages=int(_env_number("TAXI_STREAM_ALERT_MIN_MESSAGES", 5)),
-            kafka_timeout=_env_number("TAXI_STREAM_KAFKA_TIMEOUT", 10.0),
-            max_seconds=_env_number("TAXI_STREAM_MAX_SECONDS", 120.0),
+            use_gx=env_bool("TAXI_STREAM_GX", True),
+            max_bad_share=env_float("TAXI_STREAM_MAX_BAD_SHARE", 0.2),
+            alert_min_messages=int(env_float("TAXI_STREAM_ALERT_MIN_MESSAGES", 5)),
+            kafka_timeout=env_float("TAXI_STREAM_KAFKA_TIMEOUT", 10.0),
+            max_seconds=env_float("TAXI_STREAM_MAX_SECONDS", 120.0),
             history=history,
-            log_retention_days=_env_number("TAXI_STREAM_LOG_RETENTION_DAYS", 7.0),
+            log_retention_days=env_float("TAXI_STREAM_LOG_RETENTION_DAYS", 7.0),
         )
 
 
@@ -941,8 +920,8 @@ def drain(settings: Settings | None = None, *, bootstrap: str | None = None, gro
     new task's start (imports, model load: ~15 s) per wake-up. Each batch is committed before
     the next starts, so a failure part-way keeps the batches already done. Returns the totals
     and every batch's `as_dict()`."""
-    linger = _env_number("TAXI_STREAM_LINGER_SECONDS", 10.0) if linger_seconds is None else linger_seconds
-    limit = _env_number("TAXI_STREAM_MAX_RUN_SECONDS", 600.0) if max_run_seconds is None else max_run_seconds
+    linger = env_float("TAXI_STREAM_LINGER_SECONDS", 10.0) if linger_seconds is None else linger_seconds
+    limit = env_float("TAXI_STREAM_MAX_RUN_SECONDS", 600.0) if max_run_seconds is None else max_run_seconds
     started = time.monotonic()
     batches: list[dict] = []
     last_message = time.monotonic()
