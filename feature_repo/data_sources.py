@@ -23,6 +23,7 @@ def _file_source(view_name: str) -> FileSource:
 
 
 area_hourly_source = _file_source("area_hourly_stats")
+city_fare_index_source = _file_source("city_hourly_fare_index")
 company_half_hourly_source = _file_source("company_half_hourly_stats")
 
 # Streaming updates of company statistics (Kafka ingestion pushes here).

@@ -20,3 +20,12 @@ company = Entity(
     owner="mlops",
     tags={"domain": "operator"},
 )
+
+city = Entity(
+    name="city",
+    join_keys=["city"],
+    value_type=ValueType.STRING,
+    description=f"The city every trip belongs to ({schema.CITY_KEY!r}): keys city-wide statistics",
+    owner="mlops",
+    tags={"domain": "geography"},
+)

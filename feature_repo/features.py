@@ -6,8 +6,8 @@ from feast import FeatureView, Field
 from feast.types import Float32, Int64
 
 from chicago_taxi import schema
-from data_sources import area_hourly_source, company_stats_push
-from entities import company, pickup_area
+from data_sources import area_hourly_source, city_fare_index_source, company_stats_push
+from entities import city, company, pickup_area
 
 _VIEWS = {v.name: v for v in schema.STORE_VIEWS}
 
@@ -24,6 +24,18 @@ area_hourly_stats = FeatureView(
     source=area_hourly_source,
     online=True,
     description="Per pickup area, trailing 7 days before each hour: trips, fare per mile, mean trip seconds",
+    owner="mlops",
+    tags={"cadence": "hourly"},
+)
+
+city_hourly_fare_index = FeatureView(
+    name="city_hourly_fare_index",
+    entities=[city],
+    ttl=timedelta(minutes=_VIEWS["city_hourly_fare_index"].window_minutes),
+    schema=_fields("city_hourly_fare_index"),
+    source=city_fare_index_source,
+    online=True,
+    description="City-wide fare index before each hour: median over the trailing 14 days of fare / meter fare at the reference tariff",
     owner="mlops",
     tags={"cadence": "hourly"},
 )

@@ -38,6 +38,7 @@ class FarePredictor:
         kinds = kinds_of_model(self.model)
         dense = [name for name, (kind, _) in kinds.items() if kind == "dense"]
         categorical = [name for name, (kind, _) in kinds.items() if kind == "categorical"]
+        scales = [name for name, (kind, _) in kinds.items() if kind == "scale"]
         layer = self.graph.output.transform_features_layer()
         model = self.model
         spec = {n: tf.TensorSpec([None], tf.string if n in STRING_INPUTS else tf.float32, name=n) for n in sorted(self.graph.input_names)}
@@ -47,6 +48,7 @@ class FarePredictor:
             transformed = layer(raw)
             inputs = {"dense_features": tf.stack([tf.cast(transformed[n], tf.float32) for n in dense], axis=1)}
             inputs.update({n: tf.cast(transformed[n], tf.int32) for n in categorical})
+            inputs.update({n: tf.cast(transformed[n], tf.float32) for n in scales})
             return tf.reshape(model(inputs, training=False), [-1])
 
         self._fused = fused

@@ -114,14 +114,42 @@ class StoreView:
 
 # The sample holds ~10 trips a day, so a trailing hour per area is empty 99% of the time; the
 # windows are a week (areas) and a day (companies), recomputed at each view's cadence.
+# The city view carries the fare index: the median, over the trailing 14 days, of each trip's
+# fare divided by its meter fare at REFERENCE_TARIFF. Fares rose ~10% in January 2016 (index
+# 0.96 -> 1.06 in the data), after the training split ends; the model multiplies its output by
+# the index relative to its training mean, so it follows such a change without retraining.
 STORE_VIEWS = (
     StoreView("area_hourly_stats", "pickup_community_area", 60, 7 * 24 * 60, ("area_trips_7d", "area_fare_per_mile_7d", "area_trip_seconds_7d")),
+    StoreView("city_hourly_fare_index", "city", 60, 14 * 24 * 60, ("city_fare_index_14d",)),
     StoreView("company_half_hourly_stats", "company", 30, 24 * 60, ("company_trips_1d", "company_fare_1d")),
 )
 STORE_FEATURES = tuple(f for view in STORE_VIEWS for f in view.features)
+# Store features that scale the model's output (a price index) instead of entering its network.
+SCALE_FEATURES = ("city_fare_index_14d",)
+# The index's transformed value (index / training mean) is clipped to this range: one odd
+# fortnight cannot move a prediction by more than this.
+FARE_SCALE_RANGE = (0.8, 1.25)
+
+
+@dataclass(frozen=True)
+class MeterTariff:
+    """A taxi meter tariff: flag pull, per mile, per second. The fare index is relative to it."""
+
+    flag: float
+    per_mile: float
+    per_second: float
+
+    def fare(self, miles, seconds):
+        return self.flag + self.per_mile * miles + self.per_second * seconds
+
+
+# Chicago's meter rates as set in 2012: $3.25 flag pull, $0.20 per 1/9 mile, $0.20 per 36 seconds.
+REFERENCE_TARIFF = MeterTariff(flag=3.25, per_mile=1.80, per_second=0.20 / 36)
 # Entity key for a trip whose area or company is missing: such trips still share statistics.
 MISSING_AREA_KEY = 0
 MISSING_COMPANY_KEY = "__missing__"
+# Every trip belongs to the one city; the city-wide view is keyed by it.
+CITY_KEY = "chicago"
 
 MODEL_INPUT_COLUMNS = DENSE_FLOAT_FEATURES + BUCKET_FEATURES + VOCAB_FEATURES + tuple(CATEGORICAL_ID_FEATURES)
 assert not FORBIDDEN_INPUTS & set(MODEL_INPUT_COLUMNS), "fare/tips must never be model inputs"

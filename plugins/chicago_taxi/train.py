@@ -69,6 +69,8 @@ def model_inputs(transformed, kinds: dict[str, tuple[str, int]] | None = None) -
     for name, (kind, _) in kinds.items():
         if kind == "categorical":
             inputs[name] = np.asarray(transformed[name], dtype=np.int32)
+        elif kind == "scale":
+            inputs[name] = np.asarray(transformed[name], dtype=np.float32)
     return inputs
 
 
@@ -78,14 +80,23 @@ def build_model(kinds: dict[str, tuple[str, int]], learning_rate=LEARNING_RATE):
     n_dense = sum(1 for kind, _ in kinds.values() if kind == "dense")
     inputs = {"dense_features": keras.Input(shape=(n_dense,), name="dense_features")}
     parts = [inputs["dense_features"]]
+    scales = []
     for name, (kind, size) in kinds.items():
         if kind == "categorical":
             inputs[name] = keras.Input(shape=(), dtype="int32", name=name)
             parts.append(keras.layers.Embedding(size, EMBEDDING_DIM, name=f"{name}_embedding")(inputs[name]))
+        elif kind == "scale":
+            inputs[name] = keras.Input(shape=(), dtype="float32", name=name)
+            scales.append(keras.layers.Reshape((1,), name=f"{name}_column")(inputs[name]))
     x = keras.layers.Concatenate()(parts)
     for units in HIDDEN_UNITS:
         x = keras.layers.Dense(units, activation="relu")(x)
-    output = keras.layers.Dense(1, name="fare")(x)
+    output = keras.layers.Dense(1, name="fare" if not scales else "fare_at_reference_prices")(x)
+    if scales:
+        # The network prices a trip at the training period's fare level; the fare index (its
+        # recent value over its training mean) carries that to today's prices. A price change
+        # the training data never saw then moves predictions without retraining.
+        output = keras.layers.Multiply(name="fare")([output, *scales])
     model = keras.Model(inputs, output)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse", metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])
     return model

@@ -123,11 +123,28 @@ def preprocessing_fn(inputs: dict) -> dict:
         missing = tf.math.is_nan(inputs[view.features[0]])
         outputs[schema.transformed_name(f"{view.name}_missing")] = tf.cast(missing, tf.float32)
         for key in view.features:
+            if key in schema.SCALE_FEATURES:
+                outputs[schema.transformed_name(key)] = relative_to_training_mean(inputs[key])
+                continue
             value = fill_missing(inputs[key], 0.0)
             if "_trips_" in key:
                 value = tf.math.log1p(tf.maximum(value, 0.0))
             outputs[schema.transformed_name(key)] = tft.scale_to_z_score(value)
     return outputs
+
+
+def relative_to_training_mean(x):
+    """A price index as a multiplier: x over its mean in the training data (present values only),
+    clipped to schema.FARE_SCALE_RANGE; 1.0 (no change) when the value is missing."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    present = tf.logical_not(tf.math.is_nan(x))
+    filled = tf.where(present, x, tf.zeros_like(x))
+    count = tft.sum(tf.cast(present, tf.float32))
+    mean = tf.where(count > 0, tft.sum(filled) / tf.maximum(count, 1.0), 1.0)
+    scale = tf.where(present, filled / mean, tf.ones_like(x))
+    return tf.clip_by_value(scale, *schema.FARE_SCALE_RANGE)
 
 
 def transformed_feature_kinds() -> dict[str, tuple[str, int]]:
@@ -144,8 +161,10 @@ def transformed_feature_kinds() -> dict[str, tuple[str, int]]:
         kinds[schema.transformed_name(key)] = ("categorical", schema.VOCAB_SIZE + schema.OOV_BUCKETS)
     for key, size in schema.CATEGORICAL_ID_FEATURES.items():
         kinds[schema.transformed_name(key)] = ("categorical", size)
+    scales = {schema.transformed_name(key) for key in schema.SCALE_FEATURES}
     for name in store_transformed_features():
-        kinds[name] = ("dense", 1)
+        # "scale": multiplies the model's output instead of entering its network.
+        kinds[name] = ("scale", 1) if name in scales else ("dense", 1)
     return kinds
 
 

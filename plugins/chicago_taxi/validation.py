@@ -124,6 +124,9 @@ def transformed_suite_expectations() -> list[dict]:
         if kind == "dense":
             # z-scores beyond +-100 or inf mean a broken scale, not an unusual trip.
             exps.append(_expectation("expect_column_values_to_be_between", "batch", "finite, sane z-scores", column=name, min_value=-100, max_value=100))
+        elif kind == "scale":
+            low, high = schema.FARE_SCALE_RANGE
+            exps.append(_expectation("expect_column_values_to_be_between", "batch", "a multiplier inside its clip range", column=name, min_value=low, max_value=high))
         else:
             exps.append(_expectation("expect_column_values_to_be_between", "batch", "inside the id space", column=name, min_value=0, max_value=size - 1))
     for key in schema.VOCAB_FEATURES:

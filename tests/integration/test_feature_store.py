@@ -57,6 +57,15 @@ def expected_area_stats(valid: pd.DataFrame, area: int, at: pd.Timestamp) -> dic
     }
 
 
+def expected_fare_index(valid: pd.DataFrame, at: pd.Timestamp) -> float:
+    """Independent computation: median fare / meter fare ($3.25 + $1.80/mile + $0.20 per 36 s)
+    of the city's trips with miles and seconds, started in the 14 days before `at`'s hour."""
+    boundary = int(at.timestamp()) // 3600 * 3600
+    ts = valid.trip_start_timestamp
+    window = valid[(ts < boundary) & (ts >= boundary - 14 * 86400) & (valid.trip_miles > 0) & (valid.trip_seconds > 0)]
+    return float((window.fare / (3.25 + 1.80 * window.trip_miles + 0.20 * window.trip_seconds / 36)).median())
+
+
 def test_online_values_equal_an_independent_pandas_computation(store_settings, redis_server):
     settings, valid, _, _ = store_settings
     flush(redis_server)
@@ -76,6 +85,12 @@ def test_online_values_equal_an_independent_pandas_computation(store_settings, r
         for name, value in expected.items():
             assert online[name][i] == pytest.approx(value, rel=1e-5, nan_ok=True), (row.pickup_community_area, name)
         assert {"company_trips_1d", "company_fare_1d"} <= set(defaulted[i])  # company "nobody" is unknown
+    # The city-wide fare index: one row per hour, the latest before DATA_NOW.
+    city_rows = pd.read_parquet(settings.features_dir / "city_hourly_fare_index.parquet")
+    city_latest = city_rows[city_rows.event_timestamp <= DATA_NOW].sort_values("event_timestamp").iloc[-1]
+    index = expected_fare_index(valid, city_latest.event_timestamp)
+    assert 0.5 < index < 2
+    assert online["city_fare_index_14d"].tolist() == pytest.approx([index] * len(latest), rel=1e-5)
 
 
 def test_same_window_twice_and_a_backfill_leave_identical_values(store_settings, redis_server):
@@ -158,11 +173,15 @@ def test_view_naming_a_missing_column_fails_apply_with_its_name(store_settings, 
 
 def test_historical_join_matches_the_offline_rows_point_in_time(store_settings):
     settings, valid, _, _ = store_settings
-    sample = valid.sample(300, random_state=1)
+    # Trips sharing an area and a start time (15-minute buckets) each get the value, too.
+    shared = valid[valid.duplicated(["pickup_community_area", "trip_start_timestamp"], keep=False)].head(40)
+    sample = pd.concat([shared, valid.sample(300, random_state=1)])
     joined = features.historical_features(sample, settings)
     assert len(joined) == len(sample)
+    after_first_fortnight = joined.trip_start_timestamp >= joined.trip_start_timestamp.min() + 14 * 86400
+    assert joined.city_fare_index_14d[after_first_fortnight].notna().all()
     area_rows = pd.read_parquet(settings.features_dir / "area_hourly_stats.parquet")
-    for _, trip in joined.head(40).iterrows():
+    for _, trip in joined.head(80).iterrows():
         at = pd.Timestamp(int(trip.trip_start_timestamp), unit="s", tz="UTC")
         key = 0 if pd.isna(trip.pickup_community_area) else int(trip.pickup_community_area)
         rows = area_rows[(area_rows.pickup_community_area == key) & (area_rows.event_timestamp <= at) & (area_rows.event_timestamp >= at - timedelta(days=7))]

@@ -80,3 +80,19 @@ def test_missing_optional_columns_are_filled_like_training(tiny):
 def test_a_frame_without_a_required_column_is_refused():
     with pytest.raises(MissingColumnError, match="trip_seconds"):
         raw_frame_to_features(pd.DataFrame({"trip_miles": [1.0]}))
+
+
+def test_the_fare_index_becomes_a_clipped_multiplier_relative_to_training(clean_trips, tmp_path):
+    train, holdout = split_by_time(clean_trips.head(80), 0.25)
+    rng = np.random.default_rng(0)
+    train = train.assign(city_fare_index_14d=rng.uniform(0.9, 1.1, len(train)))
+    train.loc[train.index[0], "city_fare_index_14d"] = np.nan  # missing values do not count
+    mean = train.city_fare_index_14d.mean()
+    holdout = holdout.head(4).assign(city_fare_index_14d=[mean * 1.1, mean * 2, np.nan, mean * 0.5])
+    train.to_parquet(tmp_path / "train.parquet", index=False)
+    holdout.to_parquet(tmp_path / "holdout.parquet", index=False)
+    result = analyze_and_transform(tmp_path / "train.parquet", tmp_path / "holdout.parquet", tmp_path / "transform")
+    scale = TransformGraph(result.transform_dir).transform(holdout)["city_fare_index_14d_xf"]
+    clip_low, clip_high = schema.FARE_SCALE_RANGE
+    np.testing.assert_allclose(scale, [1.1, clip_high, 1.0, clip_low], rtol=1e-5)
+    assert transformed_feature_kinds()["city_fare_index_14d_xf"] == ("scale", 1)
