@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from chicago_taxi import schema
 from conftest import DATA_CSV, REPO_ROOT, _free_port
 from fixtures.training import MODEL, mlflow_client
 
@@ -225,7 +226,7 @@ def test_redis_down_answers_degraded_and_recovers_by_itself(service, serving_env
     try:
         status, answer = service.predict(trip)
         assert status == 200 and answer["degraded"] is True
-        assert sorted(answer["features_defaulted"]) == sorted(["area_trips_7d", "area_fare_per_mile_7d", "area_trip_seconds_7d", "company_trips_1d", "company_fare_1d"])
+        assert sorted(answer["features_defaulted"]) == sorted(schema.STORE_FEATURES)
         health = service.health()
         assert health["status"] == "degraded" and not health["online_store"]["ok"]
         assert f"127.0.0.1:{port}" in health["online_store"]["address"] and health["online_store"]["error"]
