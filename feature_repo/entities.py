@@ -24,8 +24,8 @@ company = Entity(
 city = Entity(
     name="city",
     join_keys=["city"],
-    value_type=ValueType.STRING,
-    description=f"The city every trip belongs to ({schema.CITY_KEY!r}): keys city-wide statistics",
+    value_type=ValueType.INT64,
+    description=f"The city every trip belongs to: Chicago, FIPS place code {schema.CITY_KEY}; keys city-wide statistics",
     owner="mlops",
     tags={"domain": "geography"},
 )
