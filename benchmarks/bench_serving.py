@@ -81,7 +81,7 @@ def in_process(trips: list[dict], repeats: int) -> dict:
         for view in schema.STORE_VIEWS:
             fields = [_mmh3(f"{view.name}:{f}") for f in view.features] + [f"_ts:{view.name}".encode()]
             for value in rows[view.entity]:
-                proto = Value(int64_val=int(value)) if view.entity == "pickup_community_area" else Value(string_val=str(value))
+                proto = Value(string_val=value) if isinstance(value, str) else Value(int64_val=int(value))
                 key = EntityKey(join_keys=[view.entity], entity_values=[proto])
                 out.append((_redis_key("chicago_taxi", key, entity_key_serialization_version=3), fields))
         return out
