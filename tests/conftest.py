@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -42,6 +43,18 @@ def clean_trips(trips) -> pd.DataFrame:
     return trips[ok].head(3000).reset_index(drop=True)
 
 
+# The replay clock under test: "now" replays this day of the sample whatever today's date is, so
+# a test reading the online store "now" meets the same data on any day (with the default offset
+# it would meet whatever trips the sample has 3650 days ago: on some days no company's trip
+# inside its 1-day TTL, and from 2027-01 none at all). A busy day: every quarter hour of it has
+# at least 8 company trips in the day before and the week before has 97 trips.
+TEST_DATA_DAY = date(2015, 6, 15)
+
+
+def replay_offset_days_for_tests() -> int:
+    return (datetime.now(timezone.utc).date() - TEST_DATA_DAY).days
+
+
 def project_env(tmp: Path, **overrides: str) -> dict[str, str]:
     """Environment for a subprocess of the project with all state under `tmp`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "TAXI_", "MLFLOW", "BENTOML"))}
@@ -59,6 +72,7 @@ def project_env(tmp: Path, **overrides: str) -> dict[str, str]:
         TAXI_FEAST_DIR=str(tmp / "feast"),
         TAXI_FEATURES_DIR=str(tmp / "features"),
         AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(tmp / "logs" / "airflow"),
+        TAXI_REPLAY_OFFSET_DAYS=str(replay_offset_days_for_tests()),
     )
     result.update(overrides)
     return result
