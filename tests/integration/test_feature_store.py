@@ -12,7 +12,7 @@ import pytest
 
 from chicago_taxi import features
 from chicago_taxi.config import load_settings
-from conftest import REPO_ROOT, project_env
+from conftest import REPO_ROOT, project_env, replay_offset_days_for_tests
 
 # A data-time instant well inside the sample, and the wall-clock time that replays it.
 DATA_NOW = datetime(2016, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -21,7 +21,8 @@ DATA_NOW = datetime(2016, 6, 1, 12, 0, tzinfo=timezone.utc)
 @pytest.fixture(scope="module")
 def store_settings(redis_server, clean_trips, tmp_path_factory, trips):
     tmp = tmp_path_factory.mktemp("feast")
-    env = {"TAXI_ONLINE_STORE": "redis", "REDIS_PORT": str(redis_server), "TAXI_FEAST_DIR": str(tmp / "feast"), "TAXI_FEATURES_DIR": str(tmp / "features")}
+    env = {"TAXI_ONLINE_STORE": "redis", "REDIS_PORT": str(redis_server), "TAXI_FEAST_DIR": str(tmp / "feast"), "TAXI_FEATURES_DIR": str(tmp / "features"),
+           "TAXI_REPLAY_OFFSET_DAYS": str(replay_offset_days_for_tests())}  # this process and the DAG runs read the same clock
     mp = pytest.MonkeyPatch()
     for k, v in env.items():
         mp.setenv(k, v)
