@@ -148,7 +148,7 @@ def relative_to_training_mean(x):
 
 
 def transformed_feature_kinds() -> dict[str, tuple[str, int]]:
-    """Each transformed feature with its kind ("dense" or "categorical") and id-space size."""
+    """Each transformed feature with its kind ("dense", "categorical" or "scale") and id-space size."""
     kinds: dict[str, tuple[str, int]] = {}
     for key in schema.DENSE_FLOAT_FEATURES:
         kinds[schema.transformed_name(key)] = ("dense", 1)
