@@ -12,42 +12,31 @@ from entities import city, company, pickup_area
 _VIEWS = {v.name: v for v in schema.STORE_VIEWS}
 
 
-def _fields(view_name: str) -> list[Field]:
-    return [Field(name=f, dtype=Int64 if "_trips_" in f else Float32) for f in _VIEWS[view_name].features]
+def _view(name: str, entity, source, description: str) -> FeatureView:
+    """A view whose TTL (its window), fields and cadence tag come from schema.STORE_VIEWS."""
+    spec = _VIEWS[name]
+    return FeatureView(
+        name=name,
+        entities=[entity],
+        ttl=timedelta(minutes=spec.window_minutes),
+        schema=[Field(name=f, dtype=Int64 if "_trips_" in f else Float32) for f in spec.features],
+        source=source,
+        online=True,
+        description=description,
+        owner="mlops",
+        tags={"cadence": spec.cadence},
+    )
 
 
-area_hourly_stats = FeatureView(
-    name="area_hourly_stats",
-    entities=[pickup_area],
-    ttl=timedelta(minutes=_VIEWS["area_hourly_stats"].window_minutes),
-    schema=_fields("area_hourly_stats"),
-    source=area_hourly_source,
-    online=True,
-    description="Per pickup area, trailing 7 days before each hour: trips, fare per mile, mean trip seconds",
-    owner="mlops",
-    tags={"cadence": "hourly"},
+area_hourly_stats = _view(
+    "area_hourly_stats", pickup_area, area_hourly_source,
+    "Per pickup area, trailing 7 days before each hour: trips, fare per mile, mean trip seconds",
 )
-
-city_hourly_fare_index = FeatureView(
-    name="city_hourly_fare_index",
-    entities=[city],
-    ttl=timedelta(minutes=_VIEWS["city_hourly_fare_index"].window_minutes),
-    schema=_fields("city_hourly_fare_index"),
-    source=city_fare_index_source,
-    online=True,
-    description="City-wide fare index before each hour: median over the trailing 14 days of fare / meter fare at the reference tariff",
-    owner="mlops",
-    tags={"cadence": "hourly"},
+city_hourly_fare_index = _view(
+    "city_hourly_fare_index", city, city_fare_index_source,
+    "City-wide fare index before each hour: median over the trailing 14 days of fare / meter fare at the reference tariff",
 )
-
-company_half_hourly_stats = FeatureView(
-    name="company_half_hourly_stats",
-    entities=[company],
-    ttl=timedelta(minutes=_VIEWS["company_half_hourly_stats"].window_minutes),
-    schema=_fields("company_half_hourly_stats"),
-    source=company_stats_push,
-    online=True,
-    description="Per company, trailing 24 hours before each half hour: trips and mean fare",
-    owner="mlops",
-    tags={"cadence": "half_hourly"},
+company_half_hourly_stats = _view(
+    "company_half_hourly_stats", company, company_stats_push,
+    "Per company, trailing 24 hours before each half hour: trips and mean fare",
 )

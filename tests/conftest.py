@@ -46,8 +46,9 @@ def clean_trips(trips) -> pd.DataFrame:
 # The replay clock under test: "now" replays this day of the sample whatever today's date is, so
 # a test reading the online store "now" meets the same data on any day (with the default offset
 # it would meet whatever trips the sample has 3650 days ago: on some days no company's trip
-# inside its 1-day TTL, and from 2027-01 none at all). A busy day: every quarter hour of it has
-# at least 8 company trips in the day before and the week before has 97 trips.
+# inside its 1-day TTL, and after 2026-12-28 days past the sample's last trip). A busy day:
+# every quarter hour of it has at least 8 company trips in the day before, and the week before
+# has 97 trips.
 TEST_DATA_DAY = date(2015, 6, 15)
 
 

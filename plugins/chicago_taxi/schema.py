@@ -115,9 +115,10 @@ class StoreView:
 # The sample holds ~10 trips a day, so a trailing hour per area is empty 99% of the time; the
 # windows are a week (areas) and a day (companies), recomputed at each view's cadence.
 # The city view carries the fare index: the median, over the trailing 14 days, of each trip's
-# fare divided by its meter fare at REFERENCE_TARIFF. Fares rose ~10% in January 2016 (index
-# 0.96 -> 1.06 in the data), after the training split ends; the model multiplies its output by
-# the index relative to its training mean, so it follows such a change without retraining.
+# fare divided by its meter fare at REFERENCE_TARIFF. Fares rose ~10% in January 2016 (median
+# index 0.81 in 2015, 0.89 in 2016), after the training split ends; the model multiplies its
+# output by the index relative to its training mean, so it follows such a change without
+# retraining.
 STORE_VIEWS = (
     StoreView("area_hourly_stats", "pickup_community_area", 60, 7 * 24 * 60, ("area_trips_7d", "area_fare_per_mile_7d", "area_trip_seconds_7d")),
     StoreView("city_hourly_fare_index", "city", 60, 14 * 24 * 60, ("city_fare_index_14d",)),
