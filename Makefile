@@ -35,23 +35,23 @@ bench-streaming: init ## Kafka -> prediction latency (warm loop and the taxi_str
 
 services: venv ## start Redis (127.0.0.1:6379) and Kafka (127.0.0.1:9092, controller 9093) with the project's topics
 	@scripts/redis.sh start
-	@$(ENV) scripts/kafka.sh start && $(ENV) python -m chicago_taxi.topics create
+	@$(ENV) scripts/kafka.sh start && $(ENV) python -m chicago_taxi.ingest.topics create
 
 services-stop: ## stop the services started by `make services`
 	@scripts/kafka.sh stop
 	@scripts/redis.sh stop
 
 kafka: venv ## only Kafka (fetched from Maven Central into ~/.cache on first use) with the project's topics
-	@$(ENV) scripts/kafka.sh start && $(ENV) python -m chicago_taxi.topics create
+	@$(ENV) scripts/kafka.sh start && $(ENV) python -m chicago_taxi.ingest.topics create
 
 kafka-stop: ## stop Kafka
 	@scripts/kafka.sh stop
 
 replay: venv ## replay the sample onto taxi-raw-data (REPLAY_ARGS="--rate 20 --limit 200 --bad-share 0.05 [--legacy]")
-	@$(ENV) python -m chicago_taxi.producer $(REPLAY_ARGS)
+	@$(ENV) python -m chicago_taxi.ingest.replay $(REPLAY_ARGS)
 
 predictions: venv ## follow taxi-predictions (and the dead letters) as they arrive; Ctrl-C stops
-	@$(ENV) python -m chicago_taxi.topics watch
+	@$(ENV) python -m chicago_taxi.ingest.topics watch
 
 test: init ## run the whole pytest suite (starts what it needs)
 	@$(ENV) python -m pytest $(PYTEST_ARGS)
@@ -72,7 +72,7 @@ mlflow-ui: venv ## MLflow UI on 127.0.0.1:5000 over the local store
 	@$(ENV) mlflow ui --host 127.0.0.1 --port $${MLFLOW_PORT:-5000} --backend-store-uri "$$MLFLOW_TRACKING_URI"
 
 suites: venv ## regenerate the GX suites under expectations/ from the schema module
-	@$(ENV) python -m chicago_taxi.validation write-suites
+	@$(ENV) python -m chicago_taxi.quality.gates write-suites
 
 clean: ## remove runtime state (Airflow DB, MLflow store, Bentos, run outputs, reports)
 	rm -rf var mlflow reports logs

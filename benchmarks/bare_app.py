@@ -16,8 +16,8 @@ import uvicorn  # noqa: E402
 from fastapi import Body, FastAPI  # noqa: E402
 from pydantic import Field  # noqa: E402
 
-from chicago_taxi.fare_service import FareService  # noqa: E402
-from chicago_taxi.serving import PredictionResponse, TripRequest  # noqa: E402
+from chicago_taxi.serving.fare_service import FareService  # noqa: E402
+from chicago_taxi.serving.contract import PredictionResponse, TripRequest  # noqa: E402
 
 service = FareService()
 app = FastAPI(title="bare fare app")

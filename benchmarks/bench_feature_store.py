@@ -57,7 +57,7 @@ def run(port: int) -> None:
     from feast.protos.feast.types.Value_pb2 import Value
 
     from chicago_taxi import features, schema
-    from chicago_taxi.config import load_settings
+    from chicago_taxi.core.config import load_settings
 
     settings = load_settings()
     trips = pd.read_csv(ROOT / "data" / "chicago_taxi_trips.csv")

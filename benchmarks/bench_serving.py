@@ -67,8 +67,8 @@ def in_process(trips: list[dict], repeats: int) -> dict:
     from feast.protos.feast.types.Value_pb2 import Value
 
     from chicago_taxi import features, schema
-    from chicago_taxi.config import load_settings
-    from chicago_taxi.fare_service import FareService
+    from chicago_taxi.core.config import load_settings
+    from chicago_taxi.serving.fare_service import FareService
 
     settings = load_settings()
     service = FareService(settings)
@@ -190,7 +190,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="taxi-serve-bench-"))
     servers: list[Server] = []
     try:
-        subprocess.run([sys.executable, "-m", "chicago_taxi.features", "warm"], env=env, check=True, cwd=ROOT)
+        subprocess.run([sys.executable, "-m", "chicago_taxi.features.store", "warm"], env=env, check=True, cwd=ROOT)
         trips = request_trips()
         single = tmp / "single.jsonl"
         single.write_text("".join(json.dumps({"trip": t}) + "\n" for t in trips))

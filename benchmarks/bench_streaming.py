@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "tests")]
 
 from chicago_taxi import streaming, topics  # noqa: E402
-from chicago_taxi.producer import chicago_message  # noqa: E402
+from chicago_taxi.ingest.replay import chicago_message  # noqa: E402
 from fixtures.airflow import AirflowStack  # noqa: E402  (the test suite's stack and broker helpers, reused)
 from fixtures.kafka import KafkaBroker  # noqa: E402
 from fixtures.streams import _consumer, environ, trigger_connection, new_group, produce, read_since, end_offsets, warmed_redis  # noqa: E402

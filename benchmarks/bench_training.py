@@ -23,7 +23,7 @@ def pandas_transform_baseline(train_path: Path, holdout_path: Path) -> float:
     import numpy as np
     import pandas as pd
 
-    from chicago_taxi import schema
+    from chicago_taxi.core import schema
 
     started = time.perf_counter()
     train, holdout = pd.read_parquet(train_path), pd.read_parquet(holdout_path)
@@ -50,8 +50,8 @@ def main() -> None:
         MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", TAXI_MLFLOW_ARTIFACTS=str(tmp / "artifacts"), BENTOML_HOME=str(tmp / "bentoml"),
         TAXI_FEAST_DIR=str(tmp / "feast"), TAXI_FEATURES_DIR=str(tmp / "features"),
     )
-    from chicago_taxi import pipeline
-    from chicago_taxi.config import load_settings
+    from chicago_taxi.training import steps as pipeline
+    from chicago_taxi.core.config import load_settings
 
     run_id = "bench"
     # The feature store the training joins (the taxi_features DAG), built first and timed too.

@@ -1,6 +1,6 @@
 """BentoML service: fare predictions from the MLflow champion plus Redis features through Feast.
 
-All logic lives in `chicago_taxi.fare_service.FareService` (shared with the benchmark's bare
+All logic lives in `chicago_taxi.serving.fare_service.FareService` (shared with the benchmark's bare
 uvicorn app); this file only wires it into BentoML:
 
 - POST /predict         {"trip": {...}}       -> {"fare", "model_version", "features_defaulted", "degraded", "trip_id"}
@@ -16,7 +16,6 @@ naming each one; a body that is not JSON by its Content-Type gets a 415. Redis d
 from __future__ import annotations
 
 import gc
-import os
 import sys
 from pathlib import Path
 
@@ -26,11 +25,14 @@ from pydantic import Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
-from chicago_taxi.serving import JsonBodiesOnly, PredictionResponse, TripRequest  # noqa: E402
+from bentos.middleware import JsonBodiesOnly  # noqa: E402
+from chicago_taxi.core.config import ServeConfig  # noqa: E402
+from chicago_taxi.serving.contract import PredictionResponse, TripRequest  # noqa: E402
 
 # Set when the training DAG builds the Bento: the registered version is packed into it and used
 # only when the registry cannot be reached at start.
-MODEL_TAG = os.environ.get("TAXI_BENTO_MODEL_TAG")
+SERVE = ServeConfig.from_env()
+MODEL_TAG = SERVE.model_tag
 ops = FastAPI(title="operations")
 
 
@@ -38,9 +40,9 @@ ops = FastAPI(title="operations")
     name="chicago_taxi_fare_service",
     # BentoML's per-request timeout timer is never cancelled: a short timeout keeps the heap
     # small (see README "Serving performance").
-    traffic={"timeout": float(os.environ.get("TAXI_SERVE_TIMEOUT_SECONDS", "5"))},
-    workers=int(os.environ.get("TAXI_SERVE_WORKERS", "1")),
-    threads=int(os.environ.get("TAXI_SERVE_THREADS", "2")),
+    traffic={"timeout": SERVE.timeout_seconds},
+    workers=SERVE.workers,
+    threads=SERVE.threads,
     http={"host": "127.0.0.1", "port": 3000},
 )
 @bentoml.asgi_app(ops, path="/ops")
@@ -49,8 +51,8 @@ class TaxiFareService:
         packed_model = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        from chicago_taxi.config import load_settings
-        from chicago_taxi.fare_service import FareService, LoadedModel, load_champion, predictor_from_model_dir
+        from chicago_taxi.core.config import load_settings
+        from chicago_taxi.serving.fare_service import FareService, LoadedModel, load_champion, predictor_from_model_dir
 
         settings = load_settings()
         try:

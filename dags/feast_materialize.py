@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 DEFAULT_ARGS = {"owner": "mlops", "retries": 2, "retry_delay": timedelta(seconds=30)}
 CADENCES = {"hourly": "0 * * * *", "half_hourly": "*/30 * * * *"}
@@ -31,7 +30,7 @@ def materialization_dag(cadence: str, cron: str):
     def materialize():
         @task
         def materialize_window(data_interval_start=None, data_interval_end=None):
-            from chicago_taxi.features import materialize_window
+            from chicago_taxi.features.store import materialize_window
 
             return materialize_window(cadence, data_interval_start, data_interval_end)
 

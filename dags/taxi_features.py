@@ -1,14 +1,21 @@
 """taxi_features: the feature integration pipeline, decoupled from training.
 
-Validated trips (the same GX gate as training) -> point-in-time aggregates per pickup area and
-per company into the Feast offline store (Parquet) -> `feast apply` of feature_repo/.
+Validated trips (the same GX gate as training) -> point-in-time aggregates per pickup area,
+company and city into the Feast offline store (Parquet) -> `feast apply` of feature_repo/,
+which emits the `taxi_offline_store` asset that schedules taxi_training.
 Schedule: daily. The feast_materialize_* DAGs then load the online store from it.
 """
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import dag, task
+from airflow.sdk import chain, dag
+
+from chicago_taxi.features.steps import build_offline_store, feast_apply
+from chicago_taxi.ingest.extract import extract
+from chicago_taxi.orchestration.assets import OFFLINE_STORE
+from chicago_taxi.orchestration.tasks import extract_task, step_task
+from chicago_taxi.quality.steps import validate_raw
 
 DEFAULT_ARGS = {"owner": "mlops", "retries": 1, "retry_delay": timedelta(seconds=30)}
 
@@ -24,21 +31,12 @@ DEFAULT_ARGS = {"owner": "mlops", "retries": 1, "retry_delay": timedelta(seconds
     doc_md=__doc__,
 )
 def taxi_features():
-    from airflow.sdk import chain
-
-    from chicago_taxi.airflow_tasks import run_step, step_task, window_end
-
-    @task
-    def extract(run_id=None, data_interval_end=None, logical_date=None):
-        return run_step("extract", run_id, window_end(data_interval_end, logical_date))
-
-    # The rest, in order: each task is one pipeline step of the same name.
-    steps = [
-        "validate_raw",
-        "build_offline_store",
-        "feast_apply",
-    ]
-    chain(extract(), *(step_task(step)() for step in steps))
+    chain(
+        extract_task(extract)(),
+        step_task(validate_raw)(),
+        step_task(build_offline_store)(),
+        step_task(feast_apply, outlets=[OFFLINE_STORE])(),
+    )
 
 
 taxi_features()

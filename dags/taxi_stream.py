@@ -1,7 +1,7 @@
 """taxi_stream: Kafka-triggered scoring of the trips arriving on `taxi-raw-data`.
 
 Event-driven scheduling (Airflow 3): the `taxi_raw_data` asset has an AssetWatcher whose trigger
-(`chicago_taxi.stream_trigger.RawTripsWakeUpTrigger`, the Kafka provider's shared-stream trigger)
+(`chicago_taxi.orchestration.trigger.RawTripsWakeUpTrigger`, the Kafka provider's shared-stream trigger)
 turns each message into an asset event, and this DAG is scheduled on the asset. The trigger is
 only a wake-up: Airflow may fold many events into one run, or strand the tail of a burst until
 the next message (apache/airflow#56050). So every run drains *everything* pending on the topic
@@ -10,7 +10,7 @@ group of its own, in the `taxi_kafka_trigger` connection) in bounded micro-batch
 parse and validate every message (schema module + the GX raw suite's row expectations), dead-
 letter the bad ones with the reason and their partition/offset, push features through the Feast
 push source, score with the MLflow champion, publish to taxi-predictions / taxi-features, and
-only then commit (`chicago_taxi.streaming`). At least once, idempotent by trip_id.
+only then commit (`chicago_taxi.streaming.batch`). At least once, idempotent by trip_id.
 
 A run that fails before its commit leaves the offsets where they were: the retry, or the next
 run, processes the same messages again.
@@ -21,8 +21,9 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, AssetWatcher, dag, task
 
-from chicago_taxi.stream_trigger import RawTripsWakeUpTrigger
-from chicago_taxi.topics import RAW_TRIPS, bootstrap_servers
+from chicago_taxi.orchestration.trigger import RawTripsWakeUpTrigger
+from chicago_taxi.ingest.topics import RAW_TRIPS, bootstrap_servers
+from chicago_taxi.orchestration.tasks import stream_drain
 
 KAFKA_CONN_ID = "taxi_kafka_trigger"  # scripts/env.sh defines it as AIRFLOW_CONN_TAXI_KAFKA_TRIGGER
 
@@ -49,8 +50,6 @@ raw_trips = Asset(
 def taxi_stream():
     @task
     def drain_and_score(**context):
-        from chicago_taxi.airflow_tasks import stream_drain
-
         return stream_drain(context)
 
     drain_and_score()

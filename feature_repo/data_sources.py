@@ -1,21 +1,22 @@
 """Feast data sources: the Parquet files the taxi_features DAG writes, and a push source
 through which streaming trips update the online store."""
-import os
-
 from feast import FileSource, PushSource
 
-from chicago_taxi import schema
+from chicago_taxi.core import schema
+from chicago_taxi.core.config import load_settings
+from chicago_taxi.features.aggregates import CREATED, EVENT_TIMESTAMP
+from chicago_taxi.features.push import PUSH_SOURCE
 
-FEATURES_DIR = os.environ.get("TAXI_FEATURES_DIR", "var/features")
+FEATURES_DIR = load_settings().features_dir
 _VIEWS = {v.name: v for v in schema.STORE_VIEWS}
 
 
 def _file_source(view_name: str) -> FileSource:
     return FileSource(
         name=f"{view_name}_source",
-        path=os.path.join(FEATURES_DIR, f"{view_name}.parquet"),
-        timestamp_field="event_timestamp",
-        created_timestamp_column="created",
+        path=str(FEATURES_DIR / f"{view_name}.parquet"),
+        timestamp_field=EVENT_TIMESTAMP,
+        created_timestamp_column=CREATED,
         description=f"Point-in-time aggregates for {view_name}, written by the taxi_features DAG",
         owner="mlops",
         tags={"cadence": _VIEWS[view_name].cadence},
@@ -28,7 +29,7 @@ company_half_hourly_source = _file_source("company_half_hourly_stats")
 
 # Streaming updates of company statistics (Kafka ingestion pushes here).
 company_stats_push = PushSource(
-    name="company_stats_push",
+    name=PUSH_SOURCE,
     batch_source=company_half_hourly_source,
     description="Company statistics pushed by the streaming ingestion",
     owner="mlops",

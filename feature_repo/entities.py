@@ -1,7 +1,7 @@
 """Feast entities: what the taxi features are keyed by."""
 from feast import Entity, ValueType
 
-from chicago_taxi import schema
+from chicago_taxi.core import schema
 
 pickup_area = Entity(
     name="pickup_community_area",

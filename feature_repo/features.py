@@ -1,15 +1,16 @@
-"""Feast feature views, derived from chicago_taxi.schema.STORE_VIEWS (one source of truth).
+"""Feast feature views, derived from chicago_taxi.core.schema.STORE_VIEWS (one source of truth).
 The `cadence` tag tells the materialization DAGs which views are theirs."""
 from datetime import timedelta
 
 from feast import FeatureView, Field
 from feast.types import Float32, Int64
 
-from chicago_taxi import schema
+from chicago_taxi.core import schema
 from data_sources import area_hourly_source, city_fare_index_source, company_stats_push
 from entities import city, company, pickup_area
 
 _VIEWS = {v.name: v for v in schema.STORE_VIEWS}
+_FEAST_TYPES = {"int64": Int64, "float32": Float32}
 
 
 def _view(name: str, entity, source, description: str) -> FeatureView:
@@ -19,7 +20,7 @@ def _view(name: str, entity, source, description: str) -> FeatureView:
         name=name,
         entities=[entity],
         ttl=timedelta(minutes=spec.window_minutes),
-        schema=[Field(name=f, dtype=Int64 if "_trips_" in f else Float32) for f in spec.features],
+        schema=[Field(name=f.name, dtype=_FEAST_TYPES[f.dtype]) for f in spec.specs],
         source=source,
         online=True,
         description=description,

@@ -25,8 +25,8 @@ if [ "$TAXI_AIRFLOW_DB" = postgres ] && [ -z "${AIRFLOW__DATABASE__SQL_ALCHEMY_C
 fi
 # Embedded SQLite metadata DB: BEGIN IMMEDIATE and wait up to 60 s for the write lock (chicago_taxi/airflow_db.py).
 case "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite}" in
-  sqlite*) export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=chicago_taxi.airflow_db.SQLITE_CONNECT_ARGS
-           export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC=chicago_taxi.airflow_db.SQLITE_CONNECT_ARGS_ASYNC ;;
+  sqlite*) export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=chicago_taxi.orchestration.db.SQLITE_CONNECT_ARGS
+           export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC=chicago_taxi.orchestration.db.SQLITE_CONNECT_ARGS_ASYNC ;;
 esac
 export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$ROOT/mlflow/mlflow.db}"
 export BENTOML_HOME="${BENTOML_HOME:-$ROOT/var/bentoml}"
@@ -43,7 +43,7 @@ export PATH="$ROOT/.venv/bin:$PATH"
 # reconnect backoff from 1 s: with the broker down, librdkafka's 100 ms default logs ~20 errors/s.
 export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
 export AIRFLOW_CONN_TAXI_KAFKA_TRIGGER="{\"conn_type\": \"kafka\", \"extra\": {\"bootstrap.servers\": \"$KAFKA_BOOTSTRAP_SERVERS\", \"group.id\": \"${TAXI_TRIGGER_GROUP:-taxi-stream-trigger}\", \"enable.auto.commit\": \"false\", \"auto.offset.reset\": \"earliest\", \"reconnect.backoff.ms\": \"1000\", \"reconnect.backoff.max.ms\": \"5000\"}}"
-# Feast: feature_store.yaml reads these (chicago_taxi.features sets them the same way in code).
+# Feast: feature_store.yaml reads these (chicago_taxi.features.store sets them the same way in code).
 export TAXI_FEATURES_DIR="${TAXI_FEATURES_DIR:-$ROOT/var/features}"
 export FEAST_REGISTRY_PATH="${FEAST_REGISTRY_PATH:-${TAXI_FEAST_DIR:-$ROOT/var/feast}/registry.db}"
 if [ "${TAXI_ONLINE_STORE:-sqlite}" = redis ]; then

@@ -238,6 +238,6 @@ case "${1:-}" in
     fi ;;
   topics)
     cd "$ROOT"
-    PYTHONPATH="$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}" "$(python_bin)" -m chicago_taxi.topics create --bootstrap "127.0.0.1:$port" ;;
+    PYTHONPATH="$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}" "$(python_bin)" -m chicago_taxi.ingest.topics create --bootstrap "127.0.0.1:$port" ;;
   *) echo "usage: $0 start|stop|status|topics [PORT [CONTROLLER_PORT]]" >&2; exit 2 ;;
 esac

@@ -21,7 +21,7 @@ report=$(find "$TAXI_REPO_ROOT/logs/runs" -name '*.json' -newer "$marker" 2>/dev
 rm -f "$marker"
 echo
 if [ -n "$report" ]; then
-  python -m chicago_taxi.report "$report"
+  python -m chicago_taxi.core.report "$report"
   echo "report: $report"
 fi
 if [ $rc -ne 0 ]; then

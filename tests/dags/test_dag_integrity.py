@@ -110,7 +110,7 @@ def test_stream_dag_is_woken_by_the_shared_stream_trigger_on_the_raw_topic(dagba
     (watcher,) = asset.watchers
     assert isinstance(watcher.trigger, KafkaSharedStreamTrigger) and watcher.trigger.topics == ["taxi-raw-data"]
     classpath, _ = watcher.trigger.serialize()
-    assert classpath == "chicago_taxi.stream_trigger.RawTripsWakeUpTrigger"
+    assert classpath == "chicago_taxi.orchestration.trigger.RawTripsWakeUpTrigger"
     extra = json.loads(os.environ[f"AIRFLOW_CONN_{watcher.trigger.kafka_config_id.upper()}"])["extra"]
     assert extra["enable.auto.commit"] == "false" and extra["group.id"] != os.environ.get("TAXI_STREAM_GROUP", "taxi-scoring")
     assert dag.is_paused_upon_creation is False and dag.max_active_runs == 1

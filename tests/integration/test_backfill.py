@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 
 from chicago_taxi import features, schema
-from chicago_taxi.config import load_settings
+from chicago_taxi.core.config import load_settings
 from conftest import REPO_ROOT, project_env
 from fixtures.airflow import AirflowStack  # the airflow_stack_factory fixture comes from tests/conftest.py (pytest_plugins)
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from chicago_taxi import features
-from chicago_taxi.config import load_settings
+from chicago_taxi.core.config import load_settings
 from conftest import REPO_ROOT, project_env, replay_offset_days_for_tests
 
 # A data-time instant well inside the sample, and the wall-clock time that replays it.

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from chicago_taxi import topics
-from chicago_taxi.messages import InvalidMessage, parse_trip
-from chicago_taxi.producer import DEFECT_HEADER, replay
+from chicago_taxi.ingest.messages import InvalidMessage, parse_trip
+from chicago_taxi.ingest.replay import DEFECT_HEADER, replay
 from fixtures.kafka import KAFKA_SCRIPT, REPO_ROOT, free_port, restart_broker, session_broker
 from fixtures.streams import end_offsets
 from fixtures.streams import messages_since as read_since
@@ -88,7 +88,7 @@ def test_topics_name_the_address_when_no_broker_answers():
 
 def test_topics_cli_fails_clearly_when_no_broker_answers():
     address = f"127.0.0.1:{free_port()}"
-    proc = subprocess.run([sys.executable, "-m", "chicago_taxi.topics", "list", "--bootstrap", address, "--timeout", "2"],
+    proc = subprocess.run([sys.executable, "-m", "chicago_taxi.ingest.topics", "list", "--bootstrap", address, "--timeout", "2"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "plugins")})
     assert proc.returncode == 1

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chicago_taxi import schema
+from chicago_taxi.core import schema
 from conftest import DATA_CSV, REPO_ROOT, _free_port
 from fixtures.training import MODEL, mlflow_client
 
@@ -37,7 +37,7 @@ def serving_env(stack, first_run):
     _redis("start", port)
     env = {**env, "TAXI_ONLINE_STORE": "redis", "REDIS_PORT": str(port), "TAXI_CHAMPION_POLL_SECONDS": "2",
            "TAXI_ONLINE_STORE_RETRY_SECONDS": "1", "TAXI_REDIS_TIMEOUT_SECONDS": "0.5"}
-    proc = subprocess.run(["python", "-m", "chicago_taxi.features", "warm"], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+    proc = subprocess.run(["python", "-m", "chicago_taxi.features.store", "warm"], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     yield env, port
     _redis("stop", port)
@@ -120,7 +120,7 @@ def test_answers_equal_the_pyfunc_given_the_same_online_features(service, servin
     import mlflow
 
     from chicago_taxi import features
-    from chicago_taxi.config import load_settings
+    from chicago_taxi.core.config import load_settings
 
     env, _ = serving_env
     trips = valid_trips.head(40)
@@ -232,7 +232,7 @@ def test_redis_down_answers_degraded_and_recovers_by_itself(service, serving_env
         assert f"127.0.0.1:{port}" in health["online_store"]["address"] and health["online_store"]["error"]
     finally:
         _redis("start", port)
-    proc = subprocess.run(["python", "-m", "chicago_taxi.features", "warm"], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+    proc = subprocess.run(["python", "-m", "chicago_taxi.features.store", "warm"], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     deadline = time.time() + 20
     while True:

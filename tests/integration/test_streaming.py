@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chicago_taxi import schema, streaming, topics
-from chicago_taxi.config import load_settings
-from chicago_taxi.features import compute_view
-from chicago_taxi.messages import chicago_weekday, parse_trip
+from chicago_taxi.core import schema, streaming, topics
+from chicago_taxi.core.config import load_settings
+from chicago_taxi.features.aggregates import compute_view
+from chicago_taxi.ingest.messages import chicago_weekday, parse_trip
 from conftest import DATA_CSV, _free_port
 from fixtures.kafka import restart_broker
 from fixtures.streams import OUTPUTS, Outputs, _redis, end_offsets, environ, messages_for, new_group, produce, warmed_redis
@@ -323,7 +323,7 @@ def test_a_broker_restart_between_bursts_loses_nothing(stream_env, clean_rows, k
 
 
 def test_redis_down_during_the_push_fails_the_batch_uncommitted_and_the_retry_delivers(stream_env, clean_rows, kafka_broker):
-    from chicago_taxi.features import OnlineStoreUnavailable
+    from chicago_taxi.features.store import OnlineStoreUnavailable
 
     env, port = stream_env
     prefix = f"redis{uuid.uuid4().hex[:6]}"

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chicago_taxi.evaluate import Metrics, TariffBaseline, decide_promotion, regression_metrics
+from chicago_taxi.training.evaluate import Metrics, TariffBaseline, decide_promotion, regression_metrics
 
 
 def test_regression_metrics_on_known_values():

@@ -2,8 +2,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from chicago_taxi import pipeline
-from chicago_taxi.config import load_settings
+from chicago_taxi.training import steps as pipeline
+from chicago_taxi.core.config import load_settings
 
 
 @pytest.fixture

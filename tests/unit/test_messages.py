@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from chicago_taxi import schema
-from chicago_taxi.messages import InvalidMessage, chicago_weekday, dead_letter_record, from_legacy, parse_trip
+from chicago_taxi.core import schema
+from chicago_taxi.ingest.messages import InvalidMessage, chicago_weekday, dead_letter_record, from_legacy, parse_trip
 
 GOOD = {
     "trip_id": "trip-00042",

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from chicago_taxi.messages import InvalidMessage, parse_trip
-from chicago_taxi.producer import BAD_KINDS, DEFAULT_CSV, chicago_message, corrupt, legacy_message, load_rows, plan_defects, trip_id_for
+from chicago_taxi.ingest.messages import InvalidMessage, parse_trip
+from chicago_taxi.ingest.messages import trip_id_for
+from chicago_taxi.ingest.replay import BAD_KINDS, DEFAULT_CSV, chicago_message, corrupt, legacy_message, load_rows, plan_defects
 
 
 def test_trip_ids_are_stable_per_csv_row():

@@ -1,7 +1,7 @@
 import pytest
 
-from chicago_taxi.config import load_settings
-from chicago_taxi.report import RunReport, summarize
+from chicago_taxi.core.config import load_settings
+from chicago_taxi.core.report import RunReport, summarize
 
 
 def test_report_sections_accumulate_and_mirror_to_logs(tmp_path):

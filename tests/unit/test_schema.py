@@ -1,6 +1,6 @@
 """The schema module is the single source of truth: check it is consistent with itself and the data."""
 
-from chicago_taxi import schema
+from chicago_taxi.core import schema
 
 
 def test_fare_and_tips_are_never_model_inputs():

@@ -3,8 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chicago_taxi import schema
-from chicago_taxi.transform import MissingColumnError, TransformGraph, analyze_and_transform, raw_frame_to_features, split_by_time, transformed_feature_kinds
+from chicago_taxi.core import schema
+from chicago_taxi.core.schema import transformed_feature_kinds
+from chicago_taxi.model.transform import MissingColumnError, TransformGraph, analyze_and_transform, raw_frame_to_features, split_by_time
 
 
 @pytest.fixture(scope="module")

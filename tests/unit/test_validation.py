@@ -71,7 +71,7 @@ def test_too_many_bad_rows_stop_the_gate_with_counts_and_keep_them_in_quarantine
 
 
 def test_transformed_gate_rejects_nan_and_out_of_vocabulary_flood(tmp_path):
-    from chicago_taxi.transform import transformed_feature_kinds
+    from chicago_taxi.core.schema import transformed_feature_kinds
 
     frame = pd.DataFrame({name: [0.0] * 20 if kind == "dense" else [1] * 20 for name, (kind, _) in transformed_feature_kinds().items()})
     sizes = {"payment_type": 5, "company": 10}

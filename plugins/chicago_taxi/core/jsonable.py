@@ -1,0 +1,33 @@
+"""JSON for records that leave the platform (Kafka messages, reports): numpy and pandas values
+as plain numbers, NaN as null, times as ISO 8601 UTC with milliseconds."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+
+def json_default(value):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, (datetime, pd.Timestamp)):
+        return iso(value)
+    return str(value)
+
+
+def iso(moment: datetime | pd.Timestamp) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_ms(ms: int | None) -> str | None:
+    return None if ms is None else iso(datetime.fromtimestamp(ms / 1000, timezone.utc))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

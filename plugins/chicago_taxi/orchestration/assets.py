@@ -1,0 +1,11 @@
+"""The Airflow assets the DAGs exchange, declared once.
+
+`taxi_offline_store`: the Feast offline store (the Parquet aggregates plus the applied registry).
+taxi_features emits an event when `feast_apply` has finished; taxi_training is scheduled on that
+event as well as on its daily cron, so a training run never starts on a store that is not there.
+"""
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+OFFLINE_STORE = Asset(name="taxi_offline_store")

@@ -1,6 +1,0 @@
-"""MLflow "models from code" entry point: the pyfunc logged for each registered version."""
-import mlflow
-
-from chicago_taxi.predictor import FarePyfunc
-
-mlflow.models.set_model(FarePyfunc())

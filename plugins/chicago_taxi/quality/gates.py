@@ -1,0 +1,334 @@
+"""Great Expectations quality gates on raw trips (gate 1) and on transformed features (gate 2).
+
+The suites are generated from the schema module (`python -m chicago_taxi.quality.gates
+write-suites`) and versioned as files under `expectations/gx/`; a test checks the committed
+files still match the schema. Each expectation carries a `severity` in its meta:
+
+- ``batch``: about the whole batch (a column missing or retyped, null rates); any failure stops
+  the run.
+- ``quarantine``: about single rows; failing rows go to a quarantine Parquet with the names of
+  the expectations they failed. The run stops only when their share crosses the threshold.
+- ``warn``: known dirt that the model copes with (zero miles, missing company); reported only.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from chicago_taxi.core import schema
+from chicago_taxi.core.schema import transformed_feature_kinds
+
+log = logging.getLogger(__name__)
+
+RAW_SUITE = "raw_trips"
+TRANSFORMED_SUITE = "transformed_trips"
+ROW_ID = "_row_id"
+IMPLIED_SPEED = "implied_speed_mph"
+# Share of holdout trips whose company or payment type fell outside the training vocabulary.
+MAX_OOV_SHARE = 0.10
+_DATASOURCE = "taxi_frames"
+
+
+class QualityGateError(RuntimeError):
+    """A quality gate failed: the message names each failed expectation and its row count."""
+
+
+@dataclass
+class ExpectationOutcome:
+    name: str
+    severity: str
+    success: bool
+    unexpected_count: int
+    detail: str = ""
+
+
+@dataclass
+class GateResult:
+    gate: str
+    success: bool
+    row_count: int
+    passed_rows: int
+    quarantined_rows: int
+    bad_row_share: float
+    max_bad_row_share: float
+    outcomes: list[ExpectationOutcome] = field(default_factory=list)
+    blocking_failures: list[str] = field(default_factory=list)
+    quarantine_path: str | None = None
+    clean_path: str | None = None
+    data_docs: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        state = "PASSED" if self.success else "FAILED"
+        text = f"{self.gate}: {state}, {self.row_count} rows, {self.quarantined_rows} quarantined ({self.bad_row_share:.2%})"
+        if self.blocking_failures:
+            text += "; " + "; ".join(self.blocking_failures)
+        return text
+
+
+# ---------------------------------------------------------------- suite definitions
+def _expectation(kind: str, severity: str, why: str, **kwargs) -> dict:
+    return {"type": kind, "kwargs": kwargs, "meta": {"severity": severity, "why": why}}
+
+
+def raw_suite_expectations() -> list[dict]:
+    """Gate 1, derived from the schema: schema adherence, types, nulls, ranges, dirty-row facts."""
+    exps = [_expectation("expect_table_row_count_to_be_between", "batch", "an empty extract means an upstream failure", min_value=1)]
+    for col in schema.COLUMNS:
+        exps.append(_expectation("expect_column_to_exist", "batch", "schema adherence", column=col.name))
+        exps.append(
+            _expectation("expect_column_values_to_be_in_type_list", "batch", f"{col.name} is a {col.kind}", column=col.name, type_list=col.pandas_types)
+        )
+        if not col.nullable:
+            exps.append(_expectation("expect_column_values_to_not_be_null", "quarantine", f"{col.name} is required", column=col.name))
+        if col.min_value is not None or col.max_value is not None:
+            exps.append(
+                _expectation(
+                    "expect_column_values_to_be_between", "quarantine", col.why, column=col.name, min_value=col.min_value, max_value=col.max_value
+                )
+            )
+        if col.allowed:
+            exps.append(_expectation("expect_column_values_to_be_in_set", "quarantine", col.why, column=col.name, value_set=list(col.allowed)))
+    exps += [
+        # Distance over duration: catches the 1,710-mile trips and zero-second trips with miles.
+        _expectation(
+            "expect_column_values_to_be_between", "quarantine", f"no taxi averages more than {schema.MAX_SPEED_MPH:.0f} mph",
+            column=IMPLIED_SPEED, min_value=0, max_value=schema.MAX_SPEED_MPH,
+        ),
+        # Null rates: a sudden jump means a broken upstream feed, not dirty rows.
+        _expectation("expect_column_proportion_of_non_null_values_to_be_between", "batch", "company is missing on about a third of trips", column="company", min_value=0.4),
+        _expectation("expect_column_proportion_of_non_null_values_to_be_between", "batch", "dropoff coordinates are nearly always present", column="dropoff_latitude", min_value=0.8),
+        # Known dirt the model copes with: reported, never quarantined.
+        # (GX keeps one expectation per type and column, so this one is not a second "between".)
+        _expectation("expect_column_values_to_not_be_in_set", "warn", "27% of meters record no miles", column="trip_miles", value_set=[0], mostly=0.6),
+        _expectation("expect_column_values_to_not_be_null", "warn", "company is often missing", column="company", mostly=0.6),
+    ]
+    return exps
+
+
+def transformed_suite_expectations() -> list[dict]:
+    """Gate 2: every transformed feature finite, inside its id space, and vocabularies covering the data."""
+    exps = []
+    for name, (kind, size) in transformed_feature_kinds().items():
+        exps.append(_expectation("expect_column_to_exist", "batch", "transform output complete", column=name))
+        exps.append(_expectation("expect_column_values_to_not_be_null", "batch", "no NaN after transform", column=name))
+        if kind == "dense":
+            # z-scores beyond +-100 or inf mean a broken scale, not an unusual trip.
+            exps.append(_expectation("expect_column_values_to_be_between", "batch", "finite, sane z-scores", column=name, min_value=-100, max_value=100))
+        elif kind == "scale":
+            low, high = schema.FARE_SCALE_RANGE
+            exps.append(_expectation("expect_column_values_to_be_between", "batch", "a multiplier inside its clip range", column=name, min_value=low, max_value=high))
+        else:
+            exps.append(_expectation("expect_column_values_to_be_between", "batch", "inside the id space", column=name, min_value=0, max_value=size - 1))
+    for key in schema.VOCAB_FEATURES:
+        exps.append(
+            _expectation(
+                "expect_column_values_to_be_between", "batch", f"vocabulary covers at least {1 - MAX_OOV_SHARE:.0%} of trips",
+                column=schema.transformed_name(key), min_value=0, max_value={"$PARAMETER": f"{key}_vocabulary_max_id"}, mostly=1 - MAX_OOV_SHARE,
+            )
+        )
+    return exps
+
+
+# ---------------------------------------------------------------- GX context
+def _context(expectations_dir: Path):
+    import great_expectations as gx
+
+    return gx.get_context(mode="file", project_root_dir=str(expectations_dir))
+
+
+def write_suites(expectations_dir: Path) -> list[Path]:
+    """(Re)generate the versioned suite and checkpoint files from the schema module."""
+    import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    ctx = _context(expectations_dir)
+    datasource = ctx.data_sources.add_or_update_pandas(_DATASOURCE)
+    written = []
+    for suite_name, expectations in ((RAW_SUITE, raw_suite_expectations()), (TRANSFORMED_SUITE, transformed_suite_expectations())):
+        suite = gx.ExpectationSuite(name=suite_name, meta={"generated_by": "python -m chicago_taxi.quality.gates write-suites"})
+        for exp in expectations:
+            # add_expectation_configuration() would keep a single expect_column_to_exist.
+            suite.add_expectation(ExpectationConfiguration(**exp).to_domain_obj())
+        suite = ctx.suites.add_or_update(suite)
+        try:
+            asset = datasource.get_asset(suite_name)
+        except LookupError:
+            asset = datasource.add_dataframe_asset(suite_name)
+        try:
+            batch_definition = asset.get_batch_definition("whole_frame")
+        except KeyError:
+            batch_definition = asset.add_batch_definition_whole_dataframe("whole_frame")
+        validation = ctx.validation_definitions.add_or_update(gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite))
+        ctx.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=f"{suite_name}_gate",
+                validation_definitions=[validation],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+                result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW_ID]},
+            )
+        )
+        written.append(expectations_dir / "gx" / "expectations" / f"{suite_name}.json")
+    return written
+
+
+def _run_checkpoint(expectations_dir: Path, suite_name: str, frame: pd.DataFrame, parameters: dict | None = None):
+    ctx = _context(expectations_dir)
+    checkpoint = ctx.checkpoints.get(f"{suite_name}_gate")
+    result = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {})
+    (validation,) = result.run_results.values()
+    docs = ctx.get_docs_sites_urls()
+    return validation.results, (docs[0]["site_url"] if docs else None)
+
+
+def expectation_label(config) -> str:
+    column = config.kwargs.get("column")
+    bounds = ""
+    if "min_value" in config.kwargs or "max_value" in config.kwargs:
+        bounds = f" [{config.kwargs.get('min_value')}, {config.kwargs.get('max_value')}]"
+    return f"{config.type}({column}){bounds}" if column else config.type
+
+
+def collect_results(results) -> tuple[list[ExpectationOutcome], dict[int, list[str]]]:
+    """Outcomes per expectation, and for each failing row id the expectations it failed."""
+    outcomes, failed_by_row = [], {}
+    for res in results:
+        config = res.expectation_config
+        severity = (config.meta or {}).get("severity", "batch")
+        label = expectation_label(config)
+        info = res.result or {}
+        detail = ""
+        if res.exception_info and res.exception_info.get("raised_exception"):
+            detail = str(res.exception_info.get("exception_message", ""))[:300]
+        elif "observed_value" in info:
+            detail = f"observed {info['observed_value']}"
+        count = int(info.get("unexpected_count") or 0)
+        outcomes.append(ExpectationOutcome(label, severity, bool(res.success), count, detail))
+        if severity == "quarantine":
+            for entry in info.get("unexpected_index_list") or []:
+                row_id = int(entry[ROW_ID] if isinstance(entry, dict) else entry)
+                failed_by_row.setdefault(row_id, []).append(label)
+    return outcomes, failed_by_row
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return str(value)
+
+
+def _publish_docs(docs_url: str | None, reports_dir: Path, gate: str) -> str | None:
+    if not docs_url:
+        return None
+    source = Path(docs_url.removeprefix("file://")).parent
+    target = reports_dir / "data_docs" / gate
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+    return str(target / "index.html")
+
+
+def add_derived_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Row id (to name quarantined rows) and implied speed, only where the inputs are numeric."""
+    frame = frame.reset_index(drop=True).copy()
+    frame[ROW_ID] = np.arange(len(frame), dtype=np.int64)
+    miles, seconds = frame.get("trip_miles"), frame.get("trip_seconds")
+    if miles is not None and seconds is not None and pd.api.types.is_numeric_dtype(miles) and pd.api.types.is_numeric_dtype(seconds):
+        hours = seconds.astype(float) / 3600.0
+        speed = miles.astype(float) / hours.where(hours > 0)
+        # Zero seconds with miles is an infinite speed; zero seconds and zero miles stays unknown.
+        speed = speed.where(~((hours == 0) & (miles > 0)), np.inf)
+        frame[IMPLIED_SPEED] = speed
+    else:
+        frame[IMPLIED_SPEED] = np.nan
+    return frame
+
+
+def validate_raw_trips(frame: pd.DataFrame, out_dir: Path, expectations_dir: Path, reports_dir: Path, max_bad_row_share: float) -> GateResult:
+    """Gate 1. Writes clean rows, quarantined rows (with the expectations each failed) and the result.
+
+    Raises QualityGateError, after writing everything, when a batch expectation fails or the
+    quarantined share exceeds `max_bad_row_share`.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checked = add_derived_columns(frame)
+    results, docs_url = _run_checkpoint(expectations_dir, RAW_SUITE, checked)
+    outcomes, failed_by_row = collect_results(results)
+
+    bad_ids = np.array(sorted(failed_by_row), dtype=np.int64)
+    quarantine = checked[checked[ROW_ID].isin(bad_ids)].copy()
+    quarantine["failed_expectations"] = quarantine[ROW_ID].map(lambda i: "; ".join(failed_by_row[i]))
+    clean = checked[~checked[ROW_ID].isin(bad_ids)].drop(columns=[ROW_ID, IMPLIED_SPEED])
+    quarantine_path, clean_path = out_dir / "quarantine.parquet", out_dir / "clean.parquet"
+    quarantine.drop(columns=[IMPLIED_SPEED]).astype({c: "string" for c in quarantine.columns if quarantine[c].dtype == object}).to_parquet(quarantine_path, index=False)
+    clean.to_parquet(clean_path, index=False)
+
+    n = len(checked)
+    share = len(bad_ids) / n if n else 0.0
+    blocking = [f"{o.name} failed on {o.unexpected_count} rows {o.detail}".strip() for o in outcomes if o.severity == "batch" and not o.success]
+    if share > max_bad_row_share:
+        worst = sorted((o for o in outcomes if o.severity == "quarantine" and o.unexpected_count), key=lambda o: -o.unexpected_count)
+        blocking.append(
+            f"bad-row share {share:.2%} exceeds {max_bad_row_share:.2%} ("
+            + ", ".join(f"{o.name}: {o.unexpected_count} rows" for o in worst)
+            + ")"
+        )
+    result = GateResult(
+        gate="validate_raw", success=not blocking, row_count=n, passed_rows=len(clean), quarantined_rows=len(bad_ids),
+        bad_row_share=round(share, 5), max_bad_row_share=max_bad_row_share, outcomes=outcomes, blocking_failures=blocking,
+        quarantine_path=str(quarantine_path), clean_path=str(clean_path), data_docs=_publish_docs(docs_url, reports_dir, "validate_raw"),
+    )
+    _finish(result, out_dir)
+    return result
+
+
+def validate_transformed(frame: pd.DataFrame, vocabulary_sizes: dict[str, int], out_dir: Path, expectations_dir: Path, reports_dir: Path) -> GateResult:
+    """Gate 2 on the transformed holdout (or training) features. Raises QualityGateError on any failure."""
+    checked = frame.reset_index(drop=True).copy()
+    checked[ROW_ID] = np.arange(len(checked), dtype=np.int64)
+    # Ids at or past the vocabulary size are out-of-vocabulary buckets.
+    parameters = {f"{key}_vocabulary_max_id": vocabulary_sizes[key] - 1 for key in schema.VOCAB_FEATURES}
+    results, docs_url = _run_checkpoint(expectations_dir, TRANSFORMED_SUITE, checked, parameters)
+    outcomes, _ = collect_results(results)
+    blocking = [f"{o.name} failed on {o.unexpected_count} rows {o.detail}".strip() for o in outcomes if not o.success]
+    result = GateResult(
+        gate="validate_transformed", success=not blocking, row_count=len(checked), passed_rows=len(checked) if not blocking else 0,
+        quarantined_rows=0, bad_row_share=0.0, max_bad_row_share=0.0, outcomes=outcomes, blocking_failures=blocking,
+        data_docs=_publish_docs(docs_url, reports_dir, "validate_transformed"),
+    )
+    _finish(result, out_dir)
+    return result
+
+
+def _finish(result: GateResult, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{result.gate}.json").write_text(json.dumps(result.as_dict(), indent=2, default=_jsonable))
+    for o in result.outcomes:
+        if not o.success:
+            log.warning("%s: %s [%s] failed on %d rows %s", result.gate, o.name, o.severity, o.unexpected_count, o.detail)
+    log.info(result.summary())
+    if not result.success:
+        raise QualityGateError(
+            f"quality gate {result.gate} failed: " + "; ".join(result.blocking_failures)
+            + (f". Quarantined rows: {result.quarantine_path}" if result.quarantine_path else "")
+            + (f". Data Docs: {result.data_docs}" if result.data_docs else "")
+        )
+
+
+if __name__ == "__main__":
+    from chicago_taxi.core.config import load_settings
+
+    if sys.argv[1:] != ["write-suites"]:
+        sys.exit("usage: python -m chicago_taxi.quality.gates write-suites")
+    for path in write_suites(load_settings().expectations_dir):
+        print(f"wrote {path}")

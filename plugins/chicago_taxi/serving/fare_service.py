@@ -1,0 +1,218 @@
+"""The prediction service's logic, framework-free: champion model from MLflow, online features
+from Redis through Feast, the saved transform graph, the model.
+
+`bentos/service.py` (BentoML) and `benchmarks/bare_app.py` (plain uvicorn, the benchmark's floor)
+both wrap one `FareService`, so they do exactly the same work per request.
+
+Behaviour a caller can rely on:
+- Store features come from one Feast call per request (single or batch). A trip whose entity has
+  no value, or a value past the view's TTL, is scored with the training defaults, and the
+  answer names those features in `features_defaulted`.
+- Redis down: the answer is still a fare, flagged `"degraded": true`, with every store feature
+  defaulted. After a failure the store is not asked again for `online_store_retry_seconds`
+  (so a dead Redis does not add its timeout to every request); then the next request tries
+  again, and answers stop being degraded by themselves once Redis is back.
+- The champion is re-resolved every `champion_poll_seconds` (and on `reload()`); a new version
+  is loaded beside the old one and swapped in atomically, so requests never wait for a load.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from chicago_taxi.core import schema
+from chicago_taxi.core.config import Settings, load_settings
+
+log = logging.getLogger(__name__)
+CHAMPION_ALIAS = "champion"
+
+
+@dataclass
+class LoadedModel:
+    predictor: object  # chicago_taxi.model.predictor.FarePredictor
+    name: str
+    version: str
+    source: str  # "registry" or "bento"
+    loaded_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "alias": CHAMPION_ALIAS, "source": self.source, "loaded_at": self.loaded_at}
+
+
+def champion_version(settings: Settings) -> str:
+    """The version `@champion` points at now; a clear error when there is none."""
+    import mlflow
+
+    from chicago_taxi.training import registry
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    version = registry.champion_version(settings.model_name)
+    if version is None:
+        raise LookupError(f"no version of {settings.model_name} holds the alias @{CHAMPION_ALIAS} in {settings.mlflow_tracking_uri}: run the training DAG first")
+    return str(version.version)
+
+
+def load_champion(settings: Settings) -> LoadedModel:
+    """The version `models:/<name>@champion` points at, as a `FarePredictor` built from the
+    version's artifacts (transform graph + Keras model) with this service's own code.
+
+    Not `mlflow.pyfunc.load_model`: it puts the code packed with the version first on
+    `sys.path`, so a process that already imported `chicago_taxi` would mix two versions of it.
+    """
+    import mlflow
+
+    version = champion_version(settings)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model_name}/{version}"))
+    return LoadedModel(predictor_from_model_dir(local), settings.model_name, version, "registry")
+
+
+def predictor_from_model_dir(local: Path):
+    """A `FarePredictor` from a local copy of a logged pyfunc (its MLmodel names the artifacts)."""
+    import yaml
+
+    from chicago_taxi.model.predictor import MODEL_ARTIFACT, TRANSFORM_ARTIFACT, FarePredictor
+
+    spec = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]["artifacts"]
+    return FarePredictor(local / spec[TRANSFORM_ARTIFACT]["path"], local / spec[MODEL_ARTIFACT]["path"])
+
+
+class OnlineStoreClient:
+    """Feast online reads with a circuit breaker: a failure opens it for `retry_seconds`."""
+
+    def __init__(self, settings: Settings, store=None):
+        from chicago_taxi.features.store import feature_store
+
+        self.settings = settings
+        self.store = store if store is not None else feature_store(settings)
+        if settings.online_store == "redis":
+            self._fail_fast_redis_client()
+        self.retry_seconds = settings.online_store_retry_seconds
+        self._down_until = 0.0
+        self.last_error: str | None = None
+
+    def _fail_fast_redis_client(self) -> None:
+        """Hand Feast's Redis store a client that gives up after one quick retry. redis-py's
+        default (3 retries, exponential backoff from 1 s) makes one lookup against a down Redis
+        take ~7 s, longer than the request timeout; the circuit breaker does the retrying."""
+        from redis import Redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        host, port = self.settings.redis_address.rsplit(":", 1)
+        timeout = self.settings.redis_timeout_seconds
+        self.store._get_provider().online_store._client = Redis(
+            host=host, port=int(port), socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 1))
+
+    @property
+    def address(self) -> str:
+        return self.settings.redis_address if self.settings.online_store == "redis" else str(self.settings.feast_dir / "online.db")
+
+    def lookup(self, trips: pd.DataFrame) -> tuple[pd.DataFrame | None, list[list[str]] | None]:
+        """Store features per trip, or (None, None) when the store cannot answer."""
+        from chicago_taxi.features.store import online_features
+
+        if time.monotonic() < self._down_until:
+            return None, None
+        try:
+            values, defaulted = online_features(self.store, trips, self.settings.data_time(datetime.now(timezone.utc)))
+        except Exception as exc:  # redis.ConnectionError, TimeoutError, sqlite errors: all mean "no store"
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._down_until = time.monotonic() + self.retry_seconds
+            log.warning("online store %s failed (%s); answering with defaults for %.0f s", self.address, self.last_error, self.retry_seconds)
+            return None, None
+        if self.last_error is not None:
+            log.info("online store %s answers again", self.address)
+        self.last_error = None
+        return values, defaulted
+
+    def ping(self) -> bool:
+        try:
+            self.lookup(pd.DataFrame({"pickup_community_area": [schema.MISSING_AREA_KEY], "company": [schema.MISSING_COMPANY_KEY]}))
+        except Exception:  # pragma: no cover - lookup never raises
+            return False
+        return self.last_error is None and time.monotonic() >= self._down_until
+
+
+class FareService:
+    def __init__(self, settings: Settings | None = None, model: LoadedModel | None = None, store: OnlineStoreClient | None = None):
+        self.settings = settings or load_settings()
+        self.model = model or load_champion(self.settings)
+        self.store = store or OnlineStoreClient(self.settings)
+        self._reload_lock = threading.Lock()
+        self._poller: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.last_reload_error: str | None = None
+
+    # ------------------------------------------------------------------ predictions
+    def predict(self, trips: list[dict]) -> list[dict]:
+        """Fares for validated trips (dicts of Chicago columns), in input order."""
+        if not trips:
+            return []
+        model = self.model  # one model for the whole batch, even if a reload swaps it meanwhile
+        frame = pd.DataFrame.from_records(trips)
+        store_values, defaulted = self.store.lookup(frame)
+        degraded = store_values is None
+        if degraded:
+            store_values = pd.DataFrame(np.nan, index=range(len(frame)), columns=list(schema.STORE_FEATURES))
+            defaulted = [list(schema.STORE_FEATURES)] * len(frame)
+        scored = pd.concat([frame.reset_index(drop=True), store_values.reset_index(drop=True)], axis=1)
+        fares = model.predictor.predict(scored)
+        answers = []
+        for i, fare in enumerate(fares):
+            answer = {"fare": round(float(fare), 2), "model_version": model.version, "features_defaulted": defaulted[i], "degraded": degraded}
+            if trips[i].get("trip_id") is not None:
+                answer["trip_id"] = trips[i]["trip_id"]
+            answers.append(answer)
+        return answers
+
+    # ------------------------------------------------------------------ champion
+    def reload(self) -> dict:
+        """Re-resolve `@champion`; load and swap when it moved. Safe to call from any thread."""
+        with self._reload_lock:
+            before = self.model.version
+            try:
+                current = champion_version(self.settings)
+                if current != before:
+                    log.info("champion moved from version %s to %s: loading", before, current)
+                    self.model = load_champion(self.settings)
+                    log.info("now serving %s version %s", self.model.name, self.model.version)
+                self.last_reload_error = None
+            except Exception as exc:  # the registry is down or the version is broken: keep serving
+                self.last_reload_error = f"{type(exc).__name__}: {exc}"
+                log.warning("champion reload failed, still serving version %s: %s", before, self.last_reload_error)
+            return {"previous_version": before, "version": self.model.version, "changed": self.model.version != before, "error": self.last_reload_error}
+
+    def start_polling(self) -> None:
+        interval = self.settings.champion_poll_seconds
+        if interval <= 0 or self._poller is not None:
+            return
+
+        def loop():
+            while not self._stop.wait(interval):
+                self.reload()
+
+        self._poller = threading.Thread(target=loop, name="champion-poller", daemon=True)
+        self._poller.start()
+
+    def stop_polling(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------------ health
+    def health(self) -> dict:
+        store_ok = self.store.ping()
+        return {
+            "status": "ok" if store_ok else "degraded",
+            "model": self.model.describe(),
+            "champion_poll_seconds": self.settings.champion_poll_seconds,
+            "last_reload_error": self.last_reload_error,
+            "online_store": {"type": self.settings.online_store, "address": self.store.address, "ok": store_ok, "error": self.store.last_error},
+            "replay_offset_days": self.settings.replay_offset_days,
+        }
