@@ -56,15 +56,17 @@ def run(port: int) -> None:
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
-    from chicago_taxi import features, schema
+    from chicago_taxi.core import schema
+    from chicago_taxi.features import aggregates
+    from chicago_taxi.features import store as feast_store
     from chicago_taxi.core.config import load_settings
 
     settings = load_settings()
     trips = pd.read_csv(ROOT / "data" / "chicago_taxi_trips.csv")
     trips = trips[trips.fare.between(3.25, 300) & trips.trip_seconds.between(1, 21600) & (trips.trip_miles <= 100)]
-    features.write_offline_store(trips, settings.features_dir)
-    features.apply_definitions(settings)
-    store = features.feature_store(settings)
+    aggregates.write_offline_store(trips, settings.features_dir)
+    feast_store.apply_definitions(settings)
+    store = feast_store.feature_store(settings)
     rows = pd.read_parquet(settings.features_dir / f"{VIEW}.parquet")
     view = next(v for v in schema.STORE_VIEWS if v.name == VIEW)
     client = redis.Redis(host="127.0.0.1", port=port)

@@ -66,7 +66,8 @@ def in_process(trips: list[dict], repeats: int) -> dict:
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
-    from chicago_taxi import features, schema
+    from chicago_taxi.core import schema
+    from chicago_taxi.features import aggregates
     from chicago_taxi.core.config import load_settings
     from chicago_taxi.serving.fare_service import FareService
 
@@ -74,7 +75,7 @@ def in_process(trips: list[dict], repeats: int) -> dict:
     service = FareService(settings)
     host, port = settings.redis_address.rsplit(":", 1)
     client = redis.Redis(host=host, port=int(port))
-    keys = features.entity_keys(pd.DataFrame(trips))
+    keys = aggregates.entity_keys(pd.DataFrame(trips))
 
     def redis_keys(rows: pd.DataFrame) -> list[tuple[bytes, list[bytes]]]:
         out = []

@@ -4,7 +4,7 @@
    - bare loop: a confluent-kafka consumer, `json.loads`, nothing else (the floor of reading);
    - bare scoring loop: the same, plus the same champion scoring (`FareService.predict`) in
      batches of 500: what reading + scoring costs with none of the pipeline's guarantees;
-   - the pipeline: `streaming.process_pending` in batches of 500 (parse, GX row checks, score,
+   - the pipeline: `batch.process_pending` in batches of 500 (parse, GX row checks, score,
      Feast push, publish predictions/features/dead letters, flush, commit), warm process.
 2. Produce -> prediction published latency at `--rate` messages/s for `--seconds`:
    - warm loop: `process_pending` called back to back in this process (what a long-running
@@ -36,7 +36,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "tests")]
 
-from chicago_taxi import streaming, topics  # noqa: E402
+from chicago_taxi.core import config  # noqa: E402
+from chicago_taxi.ingest import topics  # noqa: E402
+from chicago_taxi.streaming import batch, kafka_io  # noqa: E402
 from chicago_taxi.ingest.replay import chicago_message  # noqa: E402
 from fixtures.airflow import AirflowStack  # noqa: E402  (the test suite's stack and broker helpers, reused)
 from fixtures.kafka import KafkaBroker  # noqa: E402
@@ -89,7 +91,7 @@ def pipeline_rate(env: dict, group: str, n: int) -> tuple[float, dict]:
     started = time.perf_counter()
     with environ(env, TAXI_STREAM_GROUP=group):
         while done < n:
-            result = streaming.process_pending(max_messages=500, idle_seconds=0.2)
+            result = batch.process_pending(max_messages=500, idle_seconds=0.2)
             if result.consumed == 0:
                 break
             done += result.consumed
@@ -147,8 +149,8 @@ def warm_loop_latency(env: dict, bootstrap: str, rows: list[dict], rate: float, 
     producer = threading.Thread(target=produce_at_rate, args=(bootstrap, batch, rate))
     producer.start()
     with environ(env, TAXI_STREAM_GROUP=group):
-        while producer.is_alive() or sum(streaming.pending_messages(bootstrap, group).values()):
-            streaming.process_pending(max_messages=500, idle_seconds=0.05)
+        while producer.is_alive() or sum(kafka_io.pending_messages(bootstrap, group).values()):
+            batch.process_pending(max_messages=500, idle_seconds=0.05)
     producer.join()
     return pct(latencies(wait_predictions(bootstrap, start, prefix, len(batch), 60)))
 
@@ -203,12 +205,12 @@ def main() -> None:
                 produce(broker.bootstrap, messages(rows, f"w{uuid.uuid4().hex[:4]}", 20))
                 t0 = time.perf_counter()
                 with environ(env, TAXI_STREAM_GROUP=warm_group):
-                    streaming.process_pending(idle_seconds=0.2)
+                    batch.process_pending(idle_seconds=0.2)
                 print(f"cold first micro-batch in this process (imports GX, Feast, TF; loads the champion): {time.perf_counter() - t0:.1f} s", flush=True)
 
                 start = end_offsets(broker.bootstrap, topics.RAW_TRIPS)
                 produce(broker.bootstrap, messages(rows, f"t{uuid.uuid4().hex[:4]}", args.messages))
-                scorer = streaming.default_scorer(streaming.load_settings())
+                scorer = batch.default_scorer(config.load_settings())
                 bare = bare_loop(broker.bootstrap, start, args.messages)
                 bare_scoring = bare_loop(broker.bootstrap, start, args.messages, scorer)
                 rate, stages = pipeline_rate(env, group_at(broker.bootstrap, start), args.messages)
@@ -216,7 +218,7 @@ def main() -> None:
                 print("| path | msg/s | vs bare consume | vs bare consume + scoring |\n|---|---|---|---|")
                 print(f"| bare confluent-kafka consume + json.loads | {bare:,.0f} | 1.00x | |")
                 print(f"| bare consume + the same champion scoring (batches of 500) | {bare_scoring:,.0f} | {bare_scoring / bare:.3f}x | 1.00x |")
-                print(f"| streaming.process_pending (parse, GX, score, push, publish, commit) | {rate:,.0f} | {rate / bare:.3f}x | {rate / bare_scoring:.2f}x |")
+                print(f"| batch.process_pending (parse, GX, score, push, publish, commit) | {rate:,.0f} | {rate / bare:.3f}x | {rate / bare_scoring:.2f}x |")
                 print(f"pipeline seconds per stage over {args.messages} messages: {stages}", flush=True)
 
                 warm = warm_loop_latency(env, broker.bootstrap, rows, args.rate, args.seconds)

@@ -25,7 +25,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chicago_taxi import features, schema
+from chicago_taxi.core import schema
+from chicago_taxi.features import aggregates
+from chicago_taxi.features import store as feast_store
 from chicago_taxi.core.config import load_settings
 from conftest import REPO_ROOT, project_env
 from fixtures.airflow import AirflowStack  # the airflow_stack_factory fixture comes from tests/conftest.py (pytest_plugins)
@@ -105,7 +107,7 @@ def busiest_data_day(settings, view: schema.StoreView, now: datetime) -> pd.Time
     the replay offset) is over, and inside the DAGs' schedule: the most work a one-day backfill does."""
     assert float(settings.replay_offset_days).is_integer(), "this test maps whole days"
     offset = timedelta(days=settings.replay_offset_days)
-    stamps = pd.read_parquet(settings.features_dir / f"{view.name}.parquet", columns=[features.EVENT_TIMESTAMP])[features.EVENT_TIMESTAMP]
+    stamps = pd.read_parquet(settings.features_dir / f"{view.name}.parquet", columns=[aggregates.EVENT_TIMESTAMP])[aggregates.EVENT_TIMESTAMP]
     days = stamps.dt.floor("D")
     usable = (days + offset + timedelta(days=1) <= now - timedelta(hours=1)) & (days + offset >= DAG_START)
     assert usable.any(), f"no offline rows map to a finished wall-clock day after {DAG_START} (offset {offset})"
@@ -178,10 +180,10 @@ def direct_materialization(settings, tmp, cadence: str, wall_windows) -> dict:
     client.flushdb()
     try:
         for start, end in wall_windows:
-            features.materialize_window(cadence, start, end, direct)
+            feast_store.materialize_window(cadence, start, end, direct)
         return snapshot(client)
     finally:
-        features.configure_feast_env(settings)  # back to db 0 for this process
+        feast_store.configure_feast_env(settings)  # back to db 0 for this process
 
 
 def expected_latest_rows(settings, view: schema.StoreView, wall_windows) -> pd.DataFrame:
@@ -192,8 +194,8 @@ def expected_latest_rows(settings, view: schema.StoreView, wall_windows) -> pd.D
     overlap = timedelta(minutes=settings.materialize_overlap_minutes)
     for start, end in wall_windows:
         lo, hi = settings.data_time(start) - overlap, settings.data_time(end)
-        inside |= ((rows[features.EVENT_TIMESTAMP] >= lo) & (rows[features.EVENT_TIMESTAMP] <= hi)).to_numpy()
-    latest = rows[inside].sort_values(features.EVENT_TIMESTAMP, kind="mergesort").groupby(view.entity).tail(1)
+        inside |= ((rows[aggregates.EVENT_TIMESTAMP] >= lo) & (rows[aggregates.EVENT_TIMESTAMP] <= hi)).to_numpy()
+    latest = rows[inside].sort_values(aggregates.EVENT_TIMESTAMP, kind="mergesort").groupby(view.entity).tail(1)
     return latest.set_index(view.entity)
 
 
@@ -202,7 +204,7 @@ def assert_online_equals_pandas(settings, view: schema.StoreView, wall_windows) 
     the latest row's values and event time where one was materialized, nothing elsewhere."""
     expected = expected_latest_rows(settings, view, wall_windows)
     keys = pd.read_parquet(settings.features_dir / f"{view.name}.parquet", columns=[view.entity])[view.entity].unique().tolist()
-    store = features.feature_store(settings)
+    store = feast_store.feature_store(settings)
     response = store.get_online_features(features=[f"{view.name}:{f}" for f in view.features],
                                          entity_rows=[{view.entity: k.item() if hasattr(k, "item") else k} for k in keys]).to_dict(include_event_timestamps=True)
     for i, key in enumerate(keys):
@@ -211,7 +213,7 @@ def assert_online_equals_pandas(settings, view: schema.StoreView, wall_windows) 
             if key in expected.index:
                 row = expected.loc[key]
                 assert got == pytest.approx(float(row[feature]), rel=1e-6, nan_ok=True), (view.name, key, feature)
-                assert stamp == int(row[features.EVENT_TIMESTAMP].timestamp()), (view.name, key, feature, stamp)
+                assert stamp == int(row[aggregates.EVENT_TIMESTAMP].timestamp()), (view.name, key, feature, stamp)
             else:
                 assert got is None, (view.name, key, feature, got)
     return len(expected)
@@ -258,7 +260,7 @@ def test_stack_is_healthy_and_listens_on_loopback_only(live_stack):
 @pytest.fixture(scope="module")
 def hourly_day(live_stack, settings, redis_server, tmp_path_factory):
     """A whole day of hourly runs backfilled through the scheduler, into a flushed Redis."""
-    view = features.views_for_cadence("hourly")[0]
+    view = feast_store.views_for_cadence("hourly")[0]
     data_day = busiest_data_day(settings, view, datetime.now(timezone.utc))
     wall_day = (data_day + timedelta(days=settings.replay_offset_days)).to_pydatetime()
     redis_db(settings).flushall()
@@ -283,12 +285,12 @@ def test_hourly_backfill_of_a_day_equals_direct_materialization(live_stack, sett
     assert online, "the backfill wrote nothing to Redis"
     direct = direct_materialization(settings, tmp_path, "hourly", windows(all_runs))
     assert online == direct
-    view = features.views_for_cadence("hourly")[0]
+    view = feast_store.views_for_cadence("hourly")[0]
     assert assert_online_equals_pandas(settings, view, windows(all_runs)) >= 3
     # Nothing of the half-hourly views: their DAG is paused and never ran.
     live_stack.wait_for_dag(HALF_HOURLY)
     assert not live_stack.dag_runs(HALF_HOURLY)
-    (half_view,) = features.views_for_cadence("half_hourly")
+    (half_view,) = feast_store.views_for_cadence("half_hourly")
     assert assert_online_equals_pandas(settings, half_view, []) == 0
 
 
@@ -313,9 +315,9 @@ def test_half_hourly_backfill_run_backwards_equals_direct_materialization(live_s
     wall_day = hourly_day[0]
     live_stack.pause(HOURLY)  # no new hourly runs write area rows while this one is compared
     settle(live_stack, HOURLY)
-    (view,) = features.views_for_cadence("half_hourly")
+    (view,) = feast_store.views_for_cadence("half_hourly")
     data_day = pd.Timestamp(settings.data_time(wall_day))
-    stamps = pd.read_parquet(settings.features_dir / f"{view.name}.parquet", columns=[features.EVENT_TIMESTAMP])[features.EVENT_TIMESTAMP]
+    stamps = pd.read_parquet(settings.features_dir / f"{view.name}.parquet", columns=[aggregates.EVENT_TIMESTAMP])[aggregates.EVENT_TIMESTAMP]
     on_day = stamps[(stamps >= data_day) & (stamps < data_day + timedelta(days=1))]
     block = int(((on_day - data_day) // timedelta(hours=6)).value_counts().idxmax()) if len(on_day) else 2
     start = wall_day + timedelta(hours=6 * block)

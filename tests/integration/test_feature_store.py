@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chicago_taxi import features
+from chicago_taxi.features import aggregates
+from chicago_taxi.features import store as feast_store
 from chicago_taxi.core.config import load_settings
 from conftest import REPO_ROOT, project_env, replay_offset_days_for_tests
 
@@ -28,8 +29,8 @@ def store_settings(redis_server, clean_trips, tmp_path_factory, trips):
         mp.setenv(k, v)
     settings = load_settings()
     valid = trips[trips.fare.between(3.25, 300) & trips.trip_seconds.between(1, 21600) & (trips.trip_miles <= 100)]
-    features.write_offline_store(valid, settings.features_dir)
-    features.apply_definitions(settings)
+    aggregates.write_offline_store(valid, settings.features_dir)
+    feast_store.apply_definitions(settings)
     yield settings, valid, tmp, env
     mp.undo()
 
@@ -71,16 +72,16 @@ def test_online_values_equal_an_independent_pandas_computation(store_settings, r
     settings, valid, _, _ = store_settings
     flush(redis_server)
     wall = wall_clock_for(settings, DATA_NOW)
-    result = features.materialize_window("hourly", wall - timedelta(days=7), wall, settings)
+    result = feast_store.materialize_window("hourly", wall - timedelta(days=7), wall, settings)
     assert result["rows"] > 0 and result["replay_offset_days"] == settings.replay_offset_days
-    store = features.feature_store(settings)
+    store = feast_store.feature_store(settings)
     # The latest area rows written before DATA_NOW: recompute each from raw trips.
     area_rows = pd.read_parquet(settings.features_dir / "area_hourly_stats.parquet")
     latest = area_rows[area_rows.event_timestamp <= DATA_NOW].sort_values("event_timestamp").groupby("pickup_community_area").tail(1)
     latest = latest[latest.event_timestamp >= DATA_NOW - timedelta(days=7)]
     assert len(latest) >= 3
     trips = pd.DataFrame({"pickup_community_area": latest.pickup_community_area.to_numpy(), "company": "nobody"})
-    online, defaulted = features.online_features(store, trips, DATA_NOW)
+    online, defaulted = feast_store.online_features(store, trips, DATA_NOW)
     for i, (_, row) in enumerate(latest.iterrows()):
         expected = expected_area_stats(valid, row.pickup_community_area, row.event_timestamp)
         for name, value in expected.items():
@@ -105,40 +106,40 @@ def test_same_window_twice_and_a_backfill_leave_identical_values(store_settings,
     def snapshot():
         return {k: client.hgetall(k) for k in sorted(client.scan_iter())}
 
-    features.materialize_window("hourly", wall - timedelta(days=2), wall, settings)
+    feast_store.materialize_window("hourly", wall - timedelta(days=2), wall, settings)
     first = snapshot()
-    features.materialize_window("hourly", wall - timedelta(days=2), wall, settings)
+    feast_store.materialize_window("hourly", wall - timedelta(days=2), wall, settings)
     assert snapshot() == first
     flush(redis_server)
     # A backfill: the same span, hour by hour.
     for hour in range(48, 0, -1):
-        features.materialize_window("hourly", wall - timedelta(hours=hour), wall - timedelta(hours=hour - 1), settings)
+        feast_store.materialize_window("hourly", wall - timedelta(hours=hour), wall - timedelta(hours=hour - 1), settings)
     assert snapshot() == first
 
 
 def test_hourly_never_touches_half_hourly_views_and_the_reverse(store_settings, redis_server):
     settings, valid, _, _ = store_settings
-    store = features.feature_store(settings)
+    store = feast_store.feature_store(settings)
     wall = wall_clock_for(settings, DATA_NOW)
     trips = valid[(valid.trip_start_timestamp < DATA_NOW.timestamp()) & (valid.trip_start_timestamp > DATA_NOW.timestamp() - 86400 * 3)]
     for cadence, own, other in (("hourly", "area_trips_7d", "company_trips_1d"), ("half_hourly", "company_trips_1d", "area_trips_7d")):
         flush(redis_server)
-        features.materialize_window(cadence, wall - timedelta(days=7), wall, settings)
-        online, _ = features.online_features(store, trips, DATA_NOW)
+        feast_store.materialize_window(cadence, wall - timedelta(days=7), wall, settings)
+        online, _ = feast_store.online_features(store, trips, DATA_NOW)
         assert online[own].notna().any(), cadence
         assert online[other].isna().all(), cadence
 
 
 def test_values_past_their_ttl_are_not_served(store_settings, redis_server):
     settings, valid, _, _ = store_settings
-    store = features.feature_store(settings)
+    store = feast_store.feature_store(settings)
     flush(redis_server)
     wall = wall_clock_for(settings, DATA_NOW)
-    features.materialize_window("half_hourly", wall - timedelta(days=1), wall, settings)
+    feast_store.materialize_window("half_hourly", wall - timedelta(days=1), wall, settings)
     trips = valid[(valid.trip_start_timestamp < DATA_NOW.timestamp()) & (valid.trip_start_timestamp > DATA_NOW.timestamp() - 86400)]
-    fresh, _ = features.online_features(store, trips, DATA_NOW)
+    fresh, _ = feast_store.online_features(store, trips, DATA_NOW)
     assert fresh.company_trips_1d.notna().any()
-    stale, defaulted = features.online_features(store, trips, DATA_NOW + timedelta(days=2))  # TTL is 1 day
+    stale, defaulted = feast_store.online_features(store, trips, DATA_NOW + timedelta(days=2))  # TTL is 1 day
     assert stale.company_trips_1d.isna().all()
     assert all("company_trips_1d" in d for d in defaulted)
 
@@ -146,7 +147,7 @@ def test_values_past_their_ttl_are_not_served(store_settings, redis_server):
 def test_empty_window_materializes_nothing_and_says_so(store_settings):
     settings = store_settings[0]
     wall = wall_clock_for(settings, datetime(2012, 1, 1, tzinfo=timezone.utc))
-    assert features.materialize_window("hourly", wall - timedelta(hours=1), wall, settings)["rows"] == 0
+    assert feast_store.materialize_window("hourly", wall - timedelta(hours=1), wall, settings)["rows"] == 0
 
 
 def test_redis_down_fails_with_a_clear_message(store_settings, monkeypatch):
@@ -155,8 +156,8 @@ def test_redis_down_fails_with_a_clear_message(store_settings, monkeypatch):
     monkeypatch.setenv("REDIS_PORT", str(_free_port()))  # nothing listens there
     down = load_settings()
     wall = wall_clock_for(down, DATA_NOW)
-    with pytest.raises(features.OnlineStoreUnavailable, match=r"Redis at 127\.0\.0\.1:\d+ failed while materializing"):
-        features.materialize_window("hourly", wall - timedelta(days=1), wall, down)
+    with pytest.raises(feast_store.OnlineStoreUnavailable, match=r"Redis at 127\.0\.0\.1:\d+ failed while materializing"):
+        feast_store.materialize_window("hourly", wall - timedelta(days=1), wall, down)
 
 
 def test_view_naming_a_missing_column_fails_apply_with_its_name(store_settings, tmp_path):
@@ -164,12 +165,12 @@ def test_view_naming_a_missing_column_fails_apply_with_its_name(store_settings, 
     from feast.types import Float32
 
     settings = store_settings[0]
-    objects = features.repo_objects(settings)
+    objects = feast_store.repo_objects(settings)
     bad_view = FeatureView(name="bad_view", entities=[o for o in objects if getattr(o, "name", "") == "company" and hasattr(o, "join_key")][:1],
                            schema=[Field(name="no_such_column", dtype=Float32)],
                            source=FileSource(path=str(settings.features_dir / "company_half_hourly_stats.parquet"), timestamp_field="event_timestamp"))
-    with pytest.raises(features.FeatureDefinitionError, match="bad_view.*no_such_column"):
-        features.check_definitions(objects + [bad_view])
+    with pytest.raises(feast_store.FeatureDefinitionError, match="bad_view.*no_such_column"):
+        feast_store.check_definitions(objects + [bad_view])
 
 
 def test_historical_join_matches_the_offline_rows_point_in_time(store_settings):
@@ -177,7 +178,7 @@ def test_historical_join_matches_the_offline_rows_point_in_time(store_settings):
     # Trips sharing an area and a start time (15-minute buckets) each get the value, too.
     shared = valid[valid.duplicated(["pickup_community_area", "trip_start_timestamp"], keep=False)].head(40)
     sample = pd.concat([shared, valid.sample(300, random_state=1)])
-    joined = features.historical_features(sample, settings)
+    joined = feast_store.historical_features(sample, settings)
     assert len(joined) == len(sample)
     after_first_fortnight = joined.trip_start_timestamp >= joined.trip_start_timestamp.min() + 14 * 86400
     assert joined.city_fare_index_14d[after_first_fortnight].notna().all()
@@ -198,7 +199,7 @@ def test_materialization_dag_runs_through_airflow(store_settings, redis_server, 
     migrate = subprocess.run(["airflow", "db", "migrate"], env=run_env, capture_output=True, text=True, cwd=REPO_ROOT)
     assert migrate.returncode == 0, migrate.stderr[-2000:]
     # A run whose data interval ends at a boundary that has feature rows (10 minutes after it).
-    view = features.views_for_cadence(cadence)[0]
+    view = feast_store.views_for_cadence(cadence)[0]
     rows = pd.read_parquet(settings.features_dir / f"{view.name}.parquet")
     boundary = rows[rows.event_timestamp <= DATA_NOW].event_timestamp.max()
     logical = wall_clock_for(settings, boundary.to_pydatetime() + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%S+00:00")

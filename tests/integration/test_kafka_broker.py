@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from chicago_taxi import topics
+from chicago_taxi.ingest import topics
 from chicago_taxi.ingest.messages import InvalidMessage, parse_trip
 from chicago_taxi.ingest.replay import DEFECT_HEADER, replay
 from fixtures.kafka import KAFKA_SCRIPT, REPO_ROOT, free_port, restart_broker, session_broker

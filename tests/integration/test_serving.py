@@ -119,7 +119,7 @@ def valid_trips() -> pd.DataFrame:
 def test_answers_equal_the_pyfunc_given_the_same_online_features(service, serving_env, valid_trips, stack):
     import mlflow
 
-    from chicago_taxi import features
+    from chicago_taxi.features import store as feast_store
     from chicago_taxi.core.config import load_settings
 
     env, _ = serving_env
@@ -131,10 +131,10 @@ def test_answers_equal_the_pyfunc_given_the_same_online_features(service, servin
     os.environ.update(env)
     try:
         settings = load_settings()
-        store = features.feature_store(settings)
+        store = feast_store.feature_store(settings)
         from datetime import datetime, timezone
 
-        online, defaulted = features.online_features(store, trips, settings.data_time(datetime.now(timezone.utc)))
+        online, defaulted = feast_store.online_features(store, trips, settings.data_time(datetime.now(timezone.utc)))
         mlflow_client(stack)
         version = service.health()["model"]["version"]
         expected = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}").predict(pd.concat([trips, online], axis=1))

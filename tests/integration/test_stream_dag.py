@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from chicago_taxi import topics
+from chicago_taxi.ingest import topics
 from fixtures.airflow import AirflowStack
 from fixtures.kafka import restart_broker
 from fixtures.streams import Outputs, messages_for, new_group, produce, trigger_connection, warmed_redis

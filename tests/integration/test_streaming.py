@@ -21,7 +21,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chicago_taxi.core import schema, streaming, topics
+from chicago_taxi.core import config as core_config
+from chicago_taxi.core import schema
+from chicago_taxi.features import push, stream_log
+from chicago_taxi.ingest import topics
+from chicago_taxi.quality import rows
+from chicago_taxi.streaming import batch, cli, kafka_io, publisher, records
 from chicago_taxi.core.config import load_settings
 from chicago_taxi.features.aggregates import compute_view
 from chicago_taxi.ingest.messages import chicago_weekday, parse_trip
@@ -40,16 +45,16 @@ def stream_env(stack, first_run, kafka_broker):
         yield env, port
 
 
-def drain(env: dict, group: str, attempts: int = 1, **kwargs) -> list[streaming.BatchResult]:
+def drain(env: dict, group: str, attempts: int = 1, **kwargs) -> list[batch.BatchResult]:
     """process_pending until nothing is pending; `attempts` > 1 retries a failed call (as Airflow does)."""
     results = []
     with environ(env, TAXI_STREAM_GROUP=group):
         for _ in range(50):
             for attempt in range(attempts):
                 try:
-                    result = streaming.process_pending(**kwargs)
+                    result = batch.process_pending(**kwargs)
                     break
-                except (topics.BrokerUnavailable, streaming.PublishFailed, streaming.CommitFailed):
+                except (topics.BrokerUnavailable, publisher.PublishFailed, kafka_io.CommitFailed):
                     if attempt == attempts - 1:
                         raise
                     time.sleep(3)
@@ -60,10 +65,10 @@ def drain(env: dict, group: str, attempts: int = 1, **kwargs) -> list[streaming.
 
 
 def committed(env: dict, group: str) -> dict[int, int | None]:
-    return streaming.committed_offsets(env["KAFKA_BOOTSTRAP_SERVERS"], group)
+    return kafka_io.committed_offsets(env["KAFKA_BOOTSTRAP_SERVERS"], group)
 
 
-def total(results: list[streaming.BatchResult], name: str) -> int:
+def total(results: list[batch.BatchResult], name: str) -> int:
     return sum(getattr(r, name) for r in results)
 
 
@@ -109,14 +114,14 @@ def test_mixed_batch_every_trip_is_scored_or_dead_lettered_once_and_offsets_are_
         assert d["reason"] and d["errors"] and d["payload"] is not None
         assert d["source"] == {"topic": topics.RAW_TRIPS, "partition": placed[d["_key"]][0], "offset": placed[d["_key"]][1]}
     too_fast = [d for d in dead if d["_key"] in {f"{prefix}-058", f"{prefix}-059"}]
-    assert all(d["reason"].startswith(streaming.QUALITY_REASON) and "implied_speed_mph" in d["reason"] for d in too_fast)
+    assert all(d["reason"].startswith(batch.QUALITY_REASON) and "implied_speed_mph" in d["reason"] for d in too_fast)
     assert {d["reason"] for d in dead if d["_key"] == f"{prefix}-003"} == {"not JSON"}
     legacy_ok = {f"{prefix}-{i:03d}" for i in (53, 54, 55, 57)}
     assert legacy_ok <= set(counts)
 
     # Nothing left pending: the group's committed offsets are the raw topic's ends.
     assert committed(env, group) == end_offsets(kafka_broker, topics.RAW_TRIPS)
-    assert streaming.pending_messages(kafka_broker, group) == {p: 0 for p in end_offsets(kafka_broker, topics.RAW_TRIPS)}
+    assert kafka_io.pending_messages(kafka_broker, group) == {p: 0 for p in end_offsets(kafka_broker, topics.RAW_TRIPS)}
 
 
 def test_a_call_with_nothing_pending_does_nothing_and_commits_nothing(stream_env, clean_rows, kafka_broker):
@@ -129,7 +134,7 @@ def test_a_call_with_nothing_pending_does_nothing_and_commits_nothing(stream_env
     before = committed(env, group)
     outputs = Outputs(kafka_broker)
     with environ(env, TAXI_STREAM_GROUP=group):
-        result = streaming.process_pending(scorer=lambda trips: pytest.fail("nothing may be scored"))
+        result = batch.process_pending(scorer=lambda trips: pytest.fail("nothing may be scored"))
     assert (result.consumed, result.committed, result.offsets, result.predictions_published) == (0, False, {}, 0)
     assert committed(env, group) == before
     for topic in OUTPUTS:  # tests run one at a time: nothing at all was published
@@ -149,7 +154,7 @@ def test_a_failing_scorer_commits_nothing_and_the_rerun_scores_every_trip(stream
         raise RuntimeError("scorer exploded")
 
     with environ(env, TAXI_STREAM_GROUP=group), pytest.raises(RuntimeError, match="scorer exploded"):
-        streaming.process_pending(scorer=boom)
+        batch.process_pending(scorer=boom)
     assert committed(env, group) == before
     assert not outputs.read(topics.PREDICTIONS, prefix)
 
@@ -172,9 +177,9 @@ def test_a_crash_after_publishing_before_the_commit_redelivers_and_dedup_gives_e
     def crash(*args, **kwargs):
         raise SystemExit("killed between publish and commit")
 
-    monkeypatch.setattr(streaming, "_commit", crash)
+    monkeypatch.setattr(batch, "commit", crash)
     with environ(env, TAXI_STREAM_GROUP=group), pytest.raises(SystemExit):
-        streaming.process_pending()
+        batch.process_pending()
     monkeypatch.undo()
     assert committed(env, group) == before
     assert Counter(p["trip_id"] for p in outputs.read(topics.PREDICTIONS, prefix)) == Counter(good)
@@ -199,9 +204,9 @@ def test_an_unacknowledged_publish_raises_and_commits_nothing(stream_env, clean_
     outputs = Outputs(kafka_broker)
     produce(kafka_broker, messages)
     before = committed(env, group)
-    monkeypatch.setattr(streaming, "PREDICTIONS", f"taxi-no-such-topic-{prefix}")  # the broker does not auto-create topics
-    with environ(env, TAXI_STREAM_GROUP=group, TAXI_STREAM_KAFKA_TIMEOUT="3"), pytest.raises(streaming.PublishFailed, match=kafka_broker):
-        streaming.process_pending()
+    monkeypatch.setattr(batch, "PREDICTIONS", f"taxi-no-such-topic-{prefix}")  # the broker does not auto-create topics
+    with environ(env, TAXI_STREAM_GROUP=group, TAXI_STREAM_KAFKA_TIMEOUT="3"), pytest.raises(publisher.PublishFailed, match=kafka_broker):
+        batch.process_pending()
     monkeypatch.undo()
     assert committed(env, group) == before
     drain(env, group)
@@ -219,7 +224,7 @@ def test_a_bad_share_over_the_threshold_raises_an_alert(stream_env, clean_rows, 
     results = drain(env, group)
     assert total(results, "alerts") == 1
     (alert,) = [a for a in outputs.read(topics.ALERTS) if a.get("group") == group]
-    assert alert["kind"] == streaming.ALERT_KIND and alert["topic"] == topics.RAW_TRIPS
+    assert alert["kind"] == records.ALERT_KIND and alert["topic"] == topics.RAW_TRIPS
     assert alert["bad_share"] == 0.5 and alert["threshold"] == 0.2
     assert alert["counts"] == {"consumed": 10, "valid": 5, "dead_lettered": 5}
     assert sum(alert["reasons"].values()) == 5
@@ -236,14 +241,14 @@ def test_pushed_statistics_equal_the_offline_store_for_replayed_sample_trips(str
         settings = load_settings()
     view = next(v for v in schema.STORE_VIEWS if v.name == "company_half_hourly_stats")
     offline = pd.read_parquet(settings.features_dir / f"{view.name}.parquet")
-    history = streaming.load_history(settings.source_csv, settings.expectations_dir)
+    history = stream_log.load_history(settings.source_csv, settings.expectations_dir)
     batch = history.sample(300, random_state=3).reset_index(drop=True)
 
     class EmptyLog:
         def read(self, *args):
-            return pd.DataFrame(columns=list(streaming._LOG_COLUMNS))
+            return pd.DataFrame(columns=list(stream_log.LOG_COLUMNS))
 
-    rows = streaming.stats_as_of(batch, streaming._known_trips(batch, batch, history, EmptyLog(), view), view)
+    rows = stream_log.stats_as_of(batch, stream_log.known_trips(batch, batch, history, EmptyLog(), view), view)
     compared = 0
     for i, start in enumerate(batch[schema.TIMESTAMP]):
         at = pd.Timestamp(int(start), unit="s", tz="UTC")
@@ -260,7 +265,7 @@ def test_pushed_statistics_equal_the_offline_store_for_replayed_sample_trips(str
 
 
 def test_a_new_companys_trips_reach_the_online_store_for_the_trips_after_them(stream_env, clean_rows, kafka_broker):
-    from chicago_taxi import features
+    from chicago_taxi.features import store as feast_store
 
     env, _ = stream_env
     prefix = f"push{uuid.uuid4().hex[:6]}"
@@ -282,7 +287,7 @@ def test_a_new_companys_trips_reach_the_online_store_for_the_trips_after_them(st
     assert total(results, "pushed_rows") >= 1
 
     with environ(env):
-        store = features.feature_store(load_settings())
+        store = feast_store.feature_store(load_settings())
         online = store.get_online_features(features=["company_half_hourly_stats:company_trips_1d", "company_half_hourly_stats:company_fare_1d"],
                                            entity_rows=[{"company": company}]).to_dict()
     # As of the second trip: the first one (its own half hour is not in the row).
@@ -311,7 +316,7 @@ def test_a_broker_restart_between_bursts_loses_nothing(stream_env, clean_rows, k
     outputs = Outputs(kafka_broker)
     produce(kafka_broker, first)
     with environ(env, TAXI_STREAM_GROUP=group):
-        partial = streaming.process_pending(max_messages=8)  # part of the first burst, committed
+        partial = batch.process_pending(max_messages=8)  # part of the first burst, committed
     assert partial.consumed == 8 and partial.committed
     restart_broker()
     produce(kafka_broker, second)
@@ -335,7 +340,7 @@ def test_redis_down_during_the_push_fails_the_batch_uncommitted_and_the_retry_de
     _redis("stop", port)
     try:
         with environ(env, TAXI_STREAM_GROUP=group), pytest.raises(OnlineStoreUnavailable, match=f"127.0.0.1:{port}"):
-            streaming.process_pending()
+            batch.process_pending()
         assert committed(env, group) == before
         assert not outputs.read(topics.PREDICTIONS, prefix)
     finally:
@@ -360,8 +365,8 @@ def _trip(trip_id: str, ts: int, fare: float | None, company: str | None = "A", 
             "trip_seconds": seconds, "pickup_community_area": 8}
 
 
-def _record(offset: int) -> streaming._Record:
-    return streaming._Record(partition=0, offset=offset, key=None, value=b"{}", timestamp_ms=None)
+def _record(offset: int) -> kafka_io.Record:
+    return kafka_io.Record(partition=0, offset=offset, key=None, value=b"{}", timestamp_ms=None)
 
 
 # ---------------------------------------------------------------- quality
@@ -372,10 +377,10 @@ def sample() -> pd.DataFrame:
 
 def test_pandas_evaluation_equals_great_expectations_on_the_whole_sample(sample):
     settings = load_settings()
-    full = streaming.quarantine_expectations(settings.expectations_dir, streaming=False)
-    by_pandas = streaming.failed_rows_pandas(sample, full)
+    full = rows.quarantine_expectations(settings.expectations_dir, streaming=False)
+    by_pandas = rows.failed_rows_pandas(sample, full)
     started = time.perf_counter()
-    by_gx = streaming._GxValidator(full).failed_rows(sample)
+    by_gx = rows.GxRowValidator(full).failed_rows(sample)
     print(f"GX context + run on {len(sample)} rows: {time.perf_counter() - started:.2f} s")
     assert by_pandas == by_gx
     # The training gate quarantines these 572 rows of the sample (README): same rows here.
@@ -384,7 +389,7 @@ def test_pandas_evaluation_equals_great_expectations_on_the_whole_sample(sample)
 
 def test_streaming_expectations_reject_impossible_speed_but_accept_legacy_trips():
     settings = load_settings()
-    streaming_exps = streaming.quarantine_expectations(settings.expectations_dir)
+    streaming_exps = rows.quarantine_expectations(settings.expectations_dir)
     types = {(e["type"], e["kwargs"]["column"]) for e in streaming_exps}
     assert ("expect_column_values_to_not_be_null", "payment_type") not in types  # legacy trips have none
     assert ("expect_column_values_to_not_be_null", "fare") not in types  # an upfront request has no fare
@@ -395,12 +400,12 @@ def test_streaming_expectations_reject_impossible_speed_but_accept_legacy_trips(
     no_fare = parse_trip(json.dumps({**_full_trip("nofare"), "fare": None}))
     valid = [(t, _record(i)) for i, t in enumerate([good, fast, legacy, no_fare])]
     for use_gx in (True, False):
-        kept, rejected, name = streaming._quality(valid, settings, streaming.StreamConfig(use_gx=use_gx))
+        kept, rejected, name = batch._quality(valid, settings, core_config.StreamConfig(use_gx=use_gx))
         assert name == ("great_expectations" if use_gx else "pandas")
         assert [t["trip_id"] for t, _ in kept] == ["ok", "legacy-1", "nofare"]
         ((record, error),) = rejected
         assert record.offset == 1 and error.trip_id == "fast"
-        assert error.reason.startswith(streaming.QUALITY_REASON) and "implied_speed_mph" in error.reason
+        assert error.reason.startswith(batch.QUALITY_REASON) and "implied_speed_mph" in error.reason
         assert error.errors == [{"field": "implied_speed_mph", "problem": "failed expect_column_values_to_be_between(implied_speed_mph) [0.0, 80.0]"}]
 
 
@@ -427,7 +432,7 @@ def test_stats_as_of_a_trip_exclude_its_own_half_hour_and_expire_after_the_windo
         _trip("late", B + 3 * DAY, 5.0),       # newest row (B + 1 day + 30 min) is older than a day: none
         _trip("nofare", B + 600, None),         # scored without a fare: still has a row as of it
     ])
-    rows = streaming.stats_as_of(batch, known, COMPANY_VIEW)
+    rows = stream_log.stats_as_of(batch, known, COMPANY_VIEW)
     stamps = rows["event_timestamp"]
     assert pd.isna(stamps[0]) and pd.isna(stamps[3])
     assert stamps[1] == pd.Timestamp(B, unit="s", tz="UTC") and stamps[4] == stamps[1]
@@ -442,13 +447,13 @@ def test_stats_as_of_a_trip_exclude_its_own_half_hour_and_expire_after_the_windo
 def test_stats_as_of_use_the_missing_company_key_and_every_entity_separately():
     known = pd.DataFrame([_trip("m1", B - 100, 8.0, company=None), _trip("o1", B - 100, 30.0, company="Other")])
     batch = pd.DataFrame([_trip("m2", B + 10, 9.0, company=None), _trip("o2", B + 10, 9.0, company="Other")])
-    rows = streaming.stats_as_of(batch, known, COMPANY_VIEW)
+    rows = stream_log.stats_as_of(batch, known, COMPANY_VIEW)
     assert rows["company"].tolist() == [schema.MISSING_COMPANY_KEY, "Other"]
     assert rows["company_fare_1d"].tolist() == pytest.approx([8.0, 30.0])
 
 
 def test_history_is_the_gate_clean_sample_with_the_producers_ids(sample):
-    history = streaming.load_history(DATA_CSV, load_settings().expectations_dir)
+    history = stream_log.load_history(DATA_CSV, load_settings().expectations_dir)
     assert len(history) == len(sample) - 572
     assert history["trip_id"].iloc[0].startswith("trip-") and history["trip_id"].is_unique
     row = int(history["trip_id"].iloc[0].removeprefix("trip-"))
@@ -463,22 +468,22 @@ def test_known_trips_count_a_replayed_trip_once():
         def read(self, entity, values, start, end):
             return pd.DataFrame([_trip("new-1", B - 50, 20.0)])
 
-    known = streaming._known_trips(eligible, eligible, history, Log(), COMPANY_VIEW)
+    known = stream_log.known_trips(eligible, eligible, history, Log(), COMPANY_VIEW)
     assert sorted(known["trip_id"]) == ["new-1", "trip-00001"]
 
 
 # ---------------------------------------------------------------- batch bookkeeping
 def test_a_trip_id_twice_in_one_batch_is_scored_once_with_the_later_message():
     pairs = [({"trip_id": "a", "v": 1}, _record(0)), ({"trip_id": "b"}, _record(1)), ({"trip_id": "a", "v": 2}, _record(2))]
-    kept, duplicates = streaming._dedup(pairs)
+    kept, duplicates = batch._dedup(pairs)
     assert duplicates == 1 and [(t["trip_id"], r.offset) for t, r in kept] == [("b", 1), ("a", 2)]
 
 
 def test_batch_result_is_json_ready():
-    result = streaming.BatchResult(group="g", bootstrap="127.0.0.1:1", consumed=3, offsets={0: {"first": 1, "last": 3, "committed": 4}})
+    result = batch.BatchResult(group="g", bootstrap="127.0.0.1:1", consumed=3, offsets={0: {"first": 1, "last": 3, "committed": 4}})
     data = json.loads(json.dumps(result.as_dict()))
     assert data["offsets"] == {"0": {"first": 1, "last": 3, "committed": 4}}
-    assert set(streaming.STAGES) <= set(data["seconds"])
+    assert set(batch.STAGES) <= set(data["seconds"])
     assert "consumed 3" in result.summary()
 
 
@@ -486,14 +491,14 @@ def test_config_reads_the_environment_and_names_a_bad_value(monkeypatch):
     monkeypatch.setenv("TAXI_STREAM_GROUP", "g1")
     monkeypatch.setenv("TAXI_STREAM_GX", "off")
     monkeypatch.setenv("TAXI_STREAM_MAX_BAD_SHARE", "0.5")
-    config = streaming.StreamConfig.from_env()
+    config = core_config.StreamConfig.from_env()
     assert (config.group, config.use_gx, config.max_bad_share) == ("g1", False, 0.5)
     monkeypatch.setenv("TAXI_STREAM_MAX_BAD_SHARE", "lots")
     with pytest.raises(ValueError, match="TAXI_STREAM_MAX_BAD_SHARE"):
-        streaming.StreamConfig.from_env()
+        core_config.StreamConfig.from_env()
     monkeypatch.delenv("TAXI_STREAM_GROUP")
     monkeypatch.delenv("TAXI_STREAM_MAX_BAD_SHARE")
-    assert streaming.StreamConfig.from_env().group == "taxi-scoring"
+    assert core_config.StreamConfig.from_env().group == "taxi-scoring"
 
 
 def test_broker_down_fails_fast_naming_the_address(monkeypatch):
@@ -501,26 +506,26 @@ def test_broker_down_fails_fast_naming_the_address(monkeypatch):
     address = f"127.0.0.1:{_free_port()}"
     started = time.monotonic()
     with pytest.raises(topics.BrokerUnavailable, match=address):
-        streaming.process_pending(bootstrap=address, scorer=lambda trips: pytest.fail("nothing may be scored"))
+        batch.process_pending(bootstrap=address, scorer=lambda trips: pytest.fail("nothing may be scored"))
     assert time.monotonic() - started < 10
     with pytest.raises(topics.BrokerUnavailable, match=address):
-        streaming.pending_messages(bootstrap=address, timeout=1)
+        kafka_io.pending_messages(bootstrap=address, timeout=1)
 
 
 def test_cli_reports_a_down_broker_as_an_error(monkeypatch, capsys):
     monkeypatch.setenv("TAXI_STREAM_KAFKA_TIMEOUT", "1")
     address = f"127.0.0.1:{_free_port()}"
-    assert streaming.main(["drain", "--bootstrap", address]) == 1
+    assert cli.main(["drain", "--bootstrap", address]) == 1
     assert address in capsys.readouterr().err
 
 
 def test_features_record_holds_the_row_as_of_the_trip():
-    rows = streaming.stats_as_of(pd.DataFrame([_trip("x3", B + 300, 40.0)]),
+    rows = stream_log.stats_as_of(pd.DataFrame([_trip("x3", B + 300, 40.0)]),
                                  pd.DataFrame([_trip("x1", B - 3600, 10.0), _trip("x3", B + 300, 40.0)]), COMPANY_VIEW)
-    outcome = streaming._PushOutcome(as_of={COMPANY_VIEW.name: rows}, pushed_keys={(COMPANY_VIEW.name, "A", rows["event_timestamp"][0])})
+    outcome = push.PushOutcome(as_of={COMPANY_VIEW.name: rows}, pushed_keys={(COMPANY_VIEW.name, "A", rows["event_timestamp"][0])})
     trip = _trip("x3", B + 300, 40.0)
-    record = streaming._features(trip, streaming._Record(2, 7, "x3", b"{}", 1_700_000_000_000), outcome,
-                                 streaming._batch_entity_keys([trip])[0], {COMPANY_VIEW.name: rows.to_dict("records")[0]})
+    record = records.features_record(trip, kafka_io.Record(2, 7, "x3", b"{}", 1_700_000_000_000), outcome,
+                                 records.batch_entity_keys([trip])[0], {COMPANY_VIEW.name: rows.to_dict("records")[0]})
     view = record["feature_views"][COMPANY_VIEW.name]
     assert view == {"entity": {"company": "A"}, "as_of": "2014-05-13T16:30:00.000Z",  # x1 made the row at B - 30 min
                     "values": {"company_trips_1d": 1, "company_fare_1d": 10.0}, "pushed": True}

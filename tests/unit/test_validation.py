@@ -4,14 +4,14 @@ import json
 import pandas as pd
 import pytest
 
-from chicago_taxi import validation
+from chicago_taxi.quality import gates
 from conftest import REPO_ROOT
 
 EXPECTATIONS = REPO_ROOT / "expectations"
 
 
 def _run(frame, tmp_path, max_share=0.05):
-    return validation.validate_raw_trips(frame, tmp_path / "gate", EXPECTATIONS, tmp_path / "reports", max_share)
+    return gates.validate_raw_trips(frame, tmp_path / "gate", EXPECTATIONS, tmp_path / "reports", max_share)
 
 
 def _normalized(expectations):
@@ -21,7 +21,7 @@ def _normalized(expectations):
 
 def test_committed_suites_match_the_schema_module():
     # Schema adherence: a schema change must come with regenerated suites (make suites).
-    for name, expected in ((validation.RAW_SUITE, validation.raw_suite_expectations()), (validation.TRANSFORMED_SUITE, validation.transformed_suite_expectations())):
+    for name, expected in ((gates.RAW_SUITE, gates.raw_suite_expectations()), (gates.TRANSFORMED_SUITE, gates.transformed_suite_expectations())):
         stored = json.loads((EXPECTATIONS / "gx" / "expectations" / f"{name}.json").read_text())["expectations"]
         assert _normalized(stored) == _normalized(expected), name
 
@@ -46,21 +46,21 @@ def test_real_sample_passes_and_quarantines_each_known_dirty_row(trips, tmp_path
 
 
 def test_missing_column_stops_the_gate_and_names_it(clean_trips, tmp_path):
-    with pytest.raises(validation.QualityGateError, match=r"expect_column_to_exist\(trip_seconds\)"):
+    with pytest.raises(gates.QualityGateError, match=r"expect_column_to_exist\(trip_seconds\)"):
         _run(clean_trips.drop(columns=["trip_seconds"]), tmp_path)
 
 
 def test_retyped_column_stops_the_gate_and_names_it(clean_trips, tmp_path):
     bad = clean_trips.copy()
     bad["fare"] = bad["fare"].map(lambda v: f"${v:.2f}")
-    with pytest.raises(validation.QualityGateError, match=r"in_type_list\(fare\)"):
+    with pytest.raises(gates.QualityGateError, match=r"in_type_list\(fare\)"):
         _run(bad, tmp_path)
 
 
 def test_too_many_bad_rows_stop_the_gate_with_counts_and_keep_them_in_quarantine(clean_trips, tmp_path):
     bad = clean_trips.copy()
     bad.loc[: len(bad) // 10, "fare"] = 0.0  # 10% zero fares
-    with pytest.raises(validation.QualityGateError) as err:
+    with pytest.raises(gates.QualityGateError) as err:
         _run(bad, tmp_path)
     message = str(err.value)
     assert "bad-row share" in message and "expect_column_values_to_be_between(fare)" in message
@@ -75,10 +75,10 @@ def test_transformed_gate_rejects_nan_and_out_of_vocabulary_flood(tmp_path):
 
     frame = pd.DataFrame({name: [0.0] * 20 if kind == "dense" else [1] * 20 for name, (kind, _) in transformed_feature_kinds().items()})
     sizes = {"payment_type": 5, "company": 10}
-    assert validation.validate_transformed(frame, sizes, tmp_path, EXPECTATIONS, tmp_path / "r").success
+    assert gates.validate_transformed(frame, sizes, tmp_path, EXPECTATIONS, tmp_path / "r").success
     frame.loc[0, "trip_miles_xf"] = float("nan")
     frame["company_xf"] = 11  # every company out of vocabulary
-    with pytest.raises(validation.QualityGateError) as err:
-        validation.validate_transformed(frame, sizes, tmp_path, EXPECTATIONS, tmp_path / "r")
+    with pytest.raises(gates.QualityGateError) as err:
+        gates.validate_transformed(frame, sizes, tmp_path, EXPECTATIONS, tmp_path / "r")
     assert "not_be_null(trip_miles_xf) failed on 1 rows" in str(err.value)
     assert "be_between(company_xf)" in str(err.value)
