@@ -3,6 +3,7 @@ service's work (same `FareService`, same request models, same routes), without B
 
 Run: `python benchmarks/bare_app.py PORT` (environment as for `make serve`).
 """
+
 from __future__ import annotations
 
 import gc
@@ -16,8 +17,8 @@ import uvicorn  # noqa: E402
 from fastapi import Body, FastAPI  # noqa: E402
 from pydantic import Field  # noqa: E402
 
-from chicago_taxi.serving.fare_service import FareService  # noqa: E402
 from chicago_taxi.serving.contract import PredictionResponse, TripRequest  # noqa: E402
+from chicago_taxi.serving.fare_service import FareService  # noqa: E402
 
 service = FareService()
 app = FastAPI(title="bare fare app")

@@ -7,6 +7,7 @@
 
 Starts its own redis-server on a free 127.0.0.1 port and stops it. Usage: `make bench-features`.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,15 +52,15 @@ def main() -> None:
 
 def run(port: int) -> None:
     import redis
-    from google.protobuf.timestamp_pb2 import Timestamp
     from feast.infra.online_stores.helpers import _mmh3, _redis_key
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
+    from google.protobuf.timestamp_pb2 import Timestamp
 
     from chicago_taxi.core import schema
+    from chicago_taxi.core.config import load_settings
     from chicago_taxi.features import aggregates
     from chicago_taxi.features import store as feast_store
-    from chicago_taxi.core.config import load_settings
 
     settings = load_settings()
     trips = pd.read_csv(ROOT / "data" / "chicago_taxi_trips.csv")

@@ -11,6 +11,7 @@ Needs a champion in the MLflow registry (`make run`). Starts its own redis-serve
 127.0.0.1 port, warms it, and stops everything it started. Installs `wrk` from Debian if missing.
 Usage: `make bench-serving` (BENCH_ARGS="--duration 30 --soak 300").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,22 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 from bench_feature_store import free_port, percentiles  # noqa: E402  (the same helpers, one copy)
-COLUMNS = ["trip_miles", "trip_seconds", "trip_start_hour", "trip_start_day", "trip_start_month", "payment_type", "company",
-           "pickup_community_area", "dropoff_community_area", "pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude"]
+
+COLUMNS = [
+    "trip_miles",
+    "trip_seconds",
+    "trip_start_hour",
+    "trip_start_day",
+    "trip_start_month",
+    "payment_type",
+    "company",
+    "pickup_community_area",
+    "dropoff_community_area",
+    "pickup_latitude",
+    "pickup_longitude",
+    "dropoff_latitude",
+    "dropoff_longitude",
+]
 LUA = """
 local bodies = {}
 local i = 0
@@ -67,8 +82,8 @@ def in_process(trips: list[dict], repeats: int) -> dict:
     from feast.protos.feast.types.Value_pb2 import Value
 
     from chicago_taxi.core import schema
-    from chicago_taxi.features import aggregates
     from chicago_taxi.core.config import load_settings
+    from chicago_taxi.features import aggregates
     from chicago_taxi.serving.fare_service import FareService
 
     settings = load_settings()
@@ -119,9 +134,9 @@ class Server:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
                 return
-            except OSError:
+            except OSError as exc:
                 if self.proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"{name} did not start: {log.read_text()[-3000:]}")
+                    raise SystemExit(f"{name} did not start: {log.read_text()[-3000:]}") from exc
                 time.sleep(0.5)
 
     def pids(self) -> list[int]:
@@ -147,8 +162,12 @@ def wrk(port: int, path: str, bodies: Path, concurrency: int, seconds: int, tmp:
     script = tmp / f"wrk{path.replace('/', '_')}.lua"
     script.write_text(LUA % {"bodies": bodies, "path": path})
     threads = min(concurrency, 2)
-    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{seconds}s", "--timeout", "10s", "-s", str(script),
-                          f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{seconds}s", "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     line = next(line for line in out.splitlines() if line.startswith("RESULT "))
     result = json.loads(line.removeprefix("RESULT "))
     result["rps"] = result["requests"] / result["seconds"]
@@ -217,7 +236,9 @@ def main() -> None:
                 for concurrency in (1, 8, 32):
                     result = wrk(port, path, bodies, concurrency, args.duration, tmp)
                     http[(name, label, concurrency)] = result
-                    print(f"  {label:12s} c={concurrency:2d}: {result['rps']:8.1f} req/s  p50 {result['p50']:7.2f}  p95 {result['p95']:7.2f}  p99 {result['p99']:7.2f} ms  errors {result['errors']}")
+                    print(
+                        f"  {label:12s} c={concurrency:2d}: {result['rps']:8.1f} req/s  p50 {result['p50']:7.2f}  p95 {result['p95']:7.2f}  p99 {result['p99']:7.2f} ms  errors {result['errors']}"
+                    )
             if name.startswith("BentoML") and args.soak:
                 print(f"  memory soak: {args.soak} s of single trips at concurrency 8")
                 memory = soak(server, "/predict", single, args.soak, tmp)
@@ -238,8 +259,10 @@ def main() -> None:
     for label in ("single", "batch of 100"):
         for c in (1, 8, 32):
             b, f = http[("BentoML service", label, c)], http[("bare uvicorn app", label, c)]
-            print(f"| {label} | {c} | {b['rps']:.1f} | {b['p50']:.2f} | {b['p95']:.2f} | {b['p99']:.2f} | {f['rps']:.1f} | {f['p50']:.2f} | {f['p95']:.2f} | "
-                  f"{f['p99']:.2f} | {b['p99'] / f['p99']:.2f}x | {b['rps'] / f['rps']:.2f}x | {b['errors'] + f['errors']} |")
+            print(
+                f"| {label} | {c} | {b['rps']:.1f} | {b['p50']:.2f} | {b['p95']:.2f} | {b['p99']:.2f} | {f['rps']:.1f} | {f['p50']:.2f} | {f['p95']:.2f} | "
+                f"{f['p99']:.2f} | {b['p99'] / f['p99']:.2f}x | {b['rps'] / f['rps']:.2f}x | {b['errors'] + f['errors']} |"
+            )
     for label in ("single", "batch of 100"):
         best_b = max(http[("BentoML service", label, c)]["rps"] for c in (1, 8, 32))
         best_f = max(http[("bare uvicorn app", label, c)]["rps"] for c in (1, 8, 32))
@@ -248,9 +271,11 @@ def main() -> None:
         samples, result = memory
         rss = [m for _, m in samples]
         half = len(rss) // 2
-        print(f"\nMemory soak, {args.soak} s at concurrency 8 ({result['requests']} requests, {result['errors']} errors): "
-              f"RSS {rss[0]:.0f} MB at start, {max(rss):.0f} MB peak, {rss[-1]:.0f} MB at end; "
-              f"mean of the first half {np.mean(rss[:half]):.0f} MB, second half {np.mean(rss[half:]):.0f} MB")
+        print(
+            f"\nMemory soak, {args.soak} s at concurrency 8 ({result['requests']} requests, {result['errors']} errors): "
+            f"RSS {rss[0]:.0f} MB at start, {max(rss):.0f} MB peak, {rss[-1]:.0f} MB at end; "
+            f"mean of the first half {np.mean(rss[:half]):.0f} MB, second half {np.mean(rss[half:]):.0f} MB"
+        )
     print("\nGoals: p99 at concurrency 1 and 8 <= 3x the bare app; best throughput >= 0.7x the bare app; zero errors; memory flat.")
 
 

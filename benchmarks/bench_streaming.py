@@ -18,6 +18,7 @@ Needs a champion in the MLflow registry (`make run`). Starts its own redis-serve
 Kafka broker and Airflow stack on free 127.0.0.1 ports with state in a temp dir, and stops them.
 Usage: `make bench-streaming` (BENCH_ARGS="--rate 20 --seconds 60 --messages 2000").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,20 +37,26 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "tests")]
 
+from confluent_kafka import TopicPartition  # noqa: E402
+
 from chicago_taxi.core import config  # noqa: E402
 from chicago_taxi.ingest import topics  # noqa: E402
-from chicago_taxi.streaming import batch, kafka_io  # noqa: E402
 from chicago_taxi.ingest.replay import chicago_message  # noqa: E402
+from chicago_taxi.streaming import batch, kafka_io  # noqa: E402
 from fixtures.airflow import AirflowStack  # noqa: E402  (the test suite's stack and broker helpers, reused)
 from fixtures.kafka import KafkaBroker  # noqa: E402
-from fixtures.streams import _consumer, environ, trigger_connection, new_group, produce, read_since, end_offsets, warmed_redis  # noqa: E402
-from confluent_kafka import TopicPartition  # noqa: E402
+from fixtures.streams import _consumer, end_offsets, environ, new_group, produce, read_since, trigger_connection, warmed_redis  # noqa: E402
 
 
 def clean_rows() -> list[dict]:
     trips = pd.read_csv(ROOT / "data" / "chicago_taxi_trips.csv")
-    ok = (trips.fare.between(3.25, 300) & trips.trip_seconds.between(60, 6 * 3600) & trips.trip_miles.between(0, 100)
-          & (trips.trip_miles / (trips.trip_seconds / 3600) <= 80) & trips.payment_type.notna())
+    ok = (
+        trips.fare.between(3.25, 300)
+        & trips.trip_seconds.between(60, 6 * 3600)
+        & trips.trip_miles.between(0, 100)
+        & (trips.trip_miles / (trips.trip_seconds / 3600) <= 80)
+        & trips.payment_type.notna()
+    )
     return trips[ok].to_dict("records")
 
 
@@ -59,8 +66,11 @@ def messages(rows: list[dict], prefix: str, n: int) -> list[tuple[str, bytes]]:
 
 def pct(values: list[float]) -> dict:
     a = np.asarray(values, dtype=float)
-    return {"n": len(a), "p50": round(float(np.percentile(a, 50)), 1), "p95": round(float(np.percentile(a, 95)), 1),
-            "max": round(float(a.max()), 1)} if len(a) else {"n": 0}
+    return (
+        {"n": len(a), "p50": round(float(np.percentile(a, 50)), 1), "p95": round(float(np.percentile(a, 95)), 1), "max": round(float(a.max()), 1)}
+        if len(a)
+        else {"n": 0}
+    )
 
 
 # ---------------------------------------------------------------- throughput
@@ -156,8 +166,12 @@ def warm_loop_latency(env: dict, bootstrap: str, rows: list[dict], rate: float, 
 
 
 def airflow_latency(env: dict, bootstrap: str, rows: list[dict], rate: float, seconds: int, tmp: Path) -> tuple[dict, dict]:
-    env = {**env, "AIRFLOW_HOME": str(tmp / "airflow"), "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(tmp / "airflow-logs"),
-           "TAXI_STREAM_GROUP": new_group(bootstrap, "bench-dag")}
+    env = {
+        **env,
+        "AIRFLOW_HOME": str(tmp / "airflow"),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(tmp / "airflow-logs"),
+        "TAXI_STREAM_GROUP": new_group(bootstrap, "bench-dag"),
+    }
     env["AIRFLOW_CONN_TAXI_KAFKA_TRIGGER"] = trigger_connection(env, bootstrap, new_group(bootstrap, "bench-trigger"))
     stack = AirflowStack(env)
     stack.start()
@@ -170,14 +184,23 @@ def airflow_latency(env: dict, bootstrap: str, rows: list[dict], rate: float, se
         produce_at_rate(bootstrap, batch, rate)
         found = wait_predictions(bootstrap, start, prefix, len(batch), 600)
         runs = stack.dag_runs("taxi_stream")
-        durations = [(pd.Timestamp(r["end_date"]) - pd.Timestamp(r["start_date"])).total_seconds() for r in runs if r.get("end_date") and r.get("start_date")]
-        queued = [(pd.Timestamp(r["start_date"]) - pd.Timestamp(r["queued_at"])).total_seconds() for r in runs if r.get("queued_at") and r.get("start_date")]
+        durations = [
+            (pd.Timestamp(r["end_date"]) - pd.Timestamp(r["start_date"])).total_seconds() for r in runs if r.get("end_date") and r.get("start_date")
+        ]
+        queued = [
+            (pd.Timestamp(r["start_date"]) - pd.Timestamp(r["queued_at"])).total_seconds() for r in runs if r.get("queued_at") and r.get("start_date")
+        ]
         # steady state: the trips produced once the first run had started scoring (its task start,
         # imports and model load are behind it)
         first_published = min((r["published_at_ms"] for r in found if r.get("published_at_ms")), default=0)
         steady = [r for r in found if (r.get("produced_at_ms") or 0) >= first_published]
-        return pct(latencies(found)), {"steady_state_ms": pct(latencies(steady)), "runs": len(runs), "run_seconds": pct([d * 1000 for d in durations]),
-                                       "queued_to_start_ms": pct([q * 1000 for q in queued]), "stack_start_s": stack.start_seconds}
+        return pct(latencies(found)), {
+            "steady_state_ms": pct(latencies(steady)),
+            "runs": len(runs),
+            "run_seconds": pct([d * 1000 for d in durations]),
+            "queued_to_start_ms": pct([q * 1000 for q in queued]),
+            "stack_start_s": stack.start_seconds,
+        }
     finally:
         stack.close()
 
@@ -206,7 +229,10 @@ def main() -> None:
                 t0 = time.perf_counter()
                 with environ(env, TAXI_STREAM_GROUP=warm_group):
                     batch.process_pending(idle_seconds=0.2)
-                print(f"cold first micro-batch in this process (imports GX, Feast, TF; loads the champion): {time.perf_counter() - t0:.1f} s", flush=True)
+                print(
+                    f"cold first micro-batch in this process (imports GX, Feast, TF; loads the champion): {time.perf_counter() - t0:.1f} s",
+                    flush=True,
+                )
 
                 start = end_offsets(broker.bootstrap, topics.RAW_TRIPS)
                 produce(broker.bootstrap, messages(rows, f"t{uuid.uuid4().hex[:4]}", args.messages))
@@ -218,7 +244,9 @@ def main() -> None:
                 print("| path | msg/s | vs bare consume | vs bare consume + scoring |\n|---|---|---|---|")
                 print(f"| bare confluent-kafka consume + json.loads | {bare:,.0f} | 1.00x | |")
                 print(f"| bare consume + the same champion scoring (batches of 500) | {bare_scoring:,.0f} | {bare_scoring / bare:.3f}x | 1.00x |")
-                print(f"| batch.process_pending (parse, GX, score, push, publish, commit) | {rate:,.0f} | {rate / bare:.3f}x | {rate / bare_scoring:.2f}x |")
+                print(
+                    f"| batch.process_pending (parse, GX, score, push, publish, commit) | {rate:,.0f} | {rate / bare:.3f}x | {rate / bare_scoring:.2f}x |"
+                )
                 print(f"pipeline seconds per stage over {args.messages} messages: {stages}", flush=True)
 
                 warm = warm_loop_latency(env, broker.bootstrap, rows, args.rate, args.seconds)

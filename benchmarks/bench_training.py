@@ -4,6 +4,7 @@ throughput next to a plain-pandas computation of the same statistics in the same
 Runs the same functions the DAG's tasks call, in one process, with MLflow, BentoML and the run
 directories in a temp dir (your registry is untouched). Usage: `make bench`.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,20 +47,28 @@ def pandas_transform_baseline(train_path: Path, holdout_path: Path) -> float:
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="taxi-bench-"))
     os.environ.update(
-        TAXI_WORK_DIR=str(tmp / "var"), TAXI_REPORTS_DIR=str(tmp / "reports"), TAXI_LOGS_DIR=str(tmp / "logs"),
-        MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", TAXI_MLFLOW_ARTIFACTS=str(tmp / "artifacts"), BENTOML_HOME=str(tmp / "bentoml"),
-        TAXI_FEAST_DIR=str(tmp / "feast"), TAXI_FEATURES_DIR=str(tmp / "features"),
+        TAXI_WORK_DIR=str(tmp / "var"),
+        TAXI_REPORTS_DIR=str(tmp / "reports"),
+        TAXI_LOGS_DIR=str(tmp / "logs"),
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
+        TAXI_MLFLOW_ARTIFACTS=str(tmp / "artifacts"),
+        BENTOML_HOME=str(tmp / "bentoml"),
+        TAXI_FEAST_DIR=str(tmp / "feast"),
+        TAXI_FEATURES_DIR=str(tmp / "features"),
     )
+    from chicago_taxi.core.config import load_settings
     from chicago_taxi.features import steps as feature_steps
     from chicago_taxi.ingest import extract
     from chicago_taxi.quality import steps as quality_steps
     from chicago_taxi.serving.bento import build_bento
     from chicago_taxi.training import steps as training_steps
-    from chicago_taxi.core.config import load_settings
 
-    STEP_FUNCTIONS = {"validate_raw": quality_steps.validate_raw, "validate_transformed": quality_steps.validate_transformed,
-                      **{name: getattr(training_steps, name) for name in ("join_store_features", "transform", "train", "evaluate", "register")},
-                      "build_bento": build_bento}
+    STEP_FUNCTIONS = {
+        "validate_raw": quality_steps.validate_raw,
+        "validate_transformed": quality_steps.validate_transformed,
+        **{name: getattr(training_steps, name) for name in ("join_store_features", "transform", "train", "evaluate", "register")},
+        "build_bento": build_bento,
+    }
     run_id = "bench"
     # The feature store the training joins (the taxi_features DAG), built first and timed too.
     features_started = time.perf_counter()
@@ -86,11 +95,15 @@ def main() -> None:
     for step, seconds in timings.items():
         print(f"| {step} | {seconds:.1f} |")
     print(f"| **all tasks, one process** | **{total:.1f}** |")
-    print(f"\ntf.Transform (Beam DirectRunner, analyse + transform {rows} rows): {transform_result['seconds']:.1f} s, "
-          f"{transform_result['rows_per_second']:.0f} rows/s")
+    print(
+        f"\ntf.Transform (Beam DirectRunner, analyse + transform {rows} rows): {transform_result['seconds']:.1f} s, "
+        f"{transform_result['rows_per_second']:.0f} rows/s"
+    )
     print(f"plain pandas, same statistics and outputs (baseline, same run): {pandas_seconds:.2f} s, {rows / pandas_seconds:.0f} rows/s")
-    print(f"tf.Transform / pandas time: {transform_result['seconds'] / pandas_seconds:.0f}x "
-          "(the price of a saved, reusable transform graph; mostly fixed pipeline start-up, not per-row work)")
+    print(
+        f"tf.Transform / pandas time: {transform_result['seconds'] / pandas_seconds:.0f}x "
+        "(the price of a saved, reusable transform graph; mostly fixed pipeline start-up, not per-row work)"
+    )
     print(f"target: whole DAG <= 180 s; measured {total:.0f} s in one process (+ Airflow's own overhead under `make run`)")
 
 

@@ -5,6 +5,7 @@
 Called in a child process by the training DAG's build_bento step (chicago_taxi.serving.bento);
 prints the Bento's tag on its last line.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,17 @@ def import_and_build(model_name: str, version: str, run_id: str, tag: str) -> st
         bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
         bentoml.mlflow.import_model(tag, f"models:/{model_name}/{version}", labels={"mlflow_version": str(version), "mlflow_run_id": run_id})
-    cmd = [str(Path(sys.executable).parent / "bentoml"), "build", "-f", "bentos/bentofile.yaml", "-o", "tag",
-           "--label", f"mlflow_version={version}", "."]
+    cmd = [
+        str(Path(sys.executable).parent / "bentoml"),
+        "build",
+        "-f",
+        "bentos/bentofile.yaml",
+        "-o",
+        "tag",
+        "--label",
+        f"mlflow_version={version}",
+        ".",
+    ]
     proc = subprocess.run(cmd, env={**os.environ, "TAXI_BENTO_MODEL_TAG": tag}, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)

@@ -1,4 +1,5 @@
 """ASGI middleware of the prediction service (HTTP concerns stay beside the BentoML service)."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,13 @@ class JsonBodiesOnly:
             media = sent.split(";")[0].strip().lower()
             if media and media != "application/json" and not media.endswith("+json"):
                 body = json.dumps({"error": f"unsupported Content-Type {sent!r} for {scope['path']}: send the body as application/json"}).encode()
-                await send({"type": "http.response.start", "status": 415,
-                            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 415,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)

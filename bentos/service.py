@@ -13,6 +13,7 @@ uvicorn app); this file only wires it into BentoML:
 Trips use the Chicago column names or the legacy upstream shape (SPEC); bad fields get a 400
 naming each one; a body that is not JSON by its Content-Type gets a 415. Redis down: answers stay 200 and carry `"degraded": true` (see fare_service).
 """
+
 from __future__ import annotations
 
 import gc
@@ -61,8 +62,12 @@ class TaxiFareService:
             if not MODEL_TAG:
                 raise
             # bentoml.mlflow keeps the logged pyfunc under <model>/mlflow_model.
-            model = LoadedModel(predictor_from_model_dir(Path(self.packed_model.path) / "mlflow_model"), settings.model_name,
-                                self.packed_model.info.labels.get("mlflow_version", "?"), "bento")
+            model = LoadedModel(
+                predictor_from_model_dir(Path(self.packed_model.path) / "mlflow_model"),
+                settings.model_name,
+                self.packed_model.info.labels.get("mlflow_version", "?"),
+                "bento",
+            )
         self.service = FareService(settings, model=model)
         # Warm the traced graph so the first request does not pay for tracing.
         self.service.predict([{"trip_miles": 1.0, "trip_seconds": 300.0, "trip_start_hour": 12, "trip_start_day": 3, "trip_start_month": 6}])

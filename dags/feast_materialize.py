@@ -5,6 +5,7 @@ over [data_interval_start - overlap, data_interval_end] in data time (wall clock
 replay offset, TAXI_REPLAY_OFFSET_DAYS), so reruns and backfills write the same values.
 Schedules: hourly at minute 0, and every 30 minutes.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta

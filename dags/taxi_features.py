@@ -5,6 +5,7 @@ company and city into the Feast offline store (Parquet) -> `feast apply` of feat
 which emits the `taxi_offline_store` asset that schedules taxi_training.
 Schedule: daily. The feast_materialize_* DAGs then load the online store from it.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta

@@ -15,15 +15,16 @@ only then commit (`chicago_taxi.streaming.batch`). At least once, idempotent by 
 A run that fails before its commit leaves the offsets where they were: the retry, or the next
 run, processes the same messages again.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, AssetWatcher, dag, task
 
-from chicago_taxi.orchestration.trigger import RawTripsWakeUpTrigger
 from chicago_taxi.ingest.topics import RAW_TRIPS, bootstrap_servers
 from chicago_taxi.orchestration.tasks import stream_drain
+from chicago_taxi.orchestration.trigger import RawTripsWakeUpTrigger
 
 KAFKA_CONN_ID = "taxi_kafka_trigger"  # scripts/env.sh defines it as AIRFLOW_CONN_TAXI_KAFKA_TRIGGER
 

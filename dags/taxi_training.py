@@ -8,6 +8,7 @@ range with `airflow backfill create --dag-id taxi_training --from-date ... --to-
 (dates that already ran are skipped unless `--reprocess-behavior completed`).
 Every task is one step function of the library; heavy imports happen inside the steps.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta

@@ -1,5 +1,6 @@
 """Feast data sources: the Parquet files the taxi_features DAG writes, and a push source
 through which streaming trips update the online store."""
+
 from feast import FileSource, PushSource
 
 from chicago_taxi.core import schema

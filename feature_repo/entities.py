@@ -1,4 +1,5 @@
 """Feast entities: what the taxi features are keyed by."""
+
 from feast import Entity, ValueType
 
 from chicago_taxi.core import schema

@@ -1,6 +1,6 @@
 """Feast feature services: the set of features the fare model reads."""
-from feast import FeatureService
 
+from feast import FeatureService
 from features import area_hourly_stats, city_hourly_fare_index, company_half_hourly_stats
 
 fare_model_features = FeatureService(

@@ -3,12 +3,13 @@
 Integration tests run the real services (Airflow via `airflow dags test`, MLflow on SQLite,
 BentoML serving) in subprocesses with an isolated environment built here.
 """
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -53,7 +54,7 @@ TEST_DATA_DAY = date(2015, 6, 15)
 
 
 def replay_offset_days_for_tests() -> int:
-    return (datetime.now(timezone.utc).date() - TEST_DATA_DAY).days
+    return (datetime.now(UTC).date() - TEST_DATA_DAY).days
 
 
 def project_env(tmp: Path, **overrides: str) -> dict[str, str]:

@@ -1,10 +1,10 @@
 """DAG integrity, parametrized by DAG file (the file path is the test id)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
 
 DAG_FILES = sorted((REPO_ROOT / "dags").glob("*.py"))
@@ -35,6 +35,8 @@ def asset_names(condition) -> list[str]:
 
 def documented_schedule_of(timetable) -> str | None:
     return getattr(timetable, "_expression", None) or getattr(timetable, "expression", None)
+
+
 REQUIRED_TAGS = {"chicago-taxi"}
 
 
@@ -88,7 +90,7 @@ def test_dag_files_do_not_import_heavy_libraries_at_module_level():
     heavy = ("tensorflow", "pandas", "great_expectations", "mlflow", "bentoml", "apache_beam")
     for path in DAG_FILES:
         top_level = [line for line in path.read_text().splitlines() if line.startswith(("import ", "from "))]
-        assert not [l for l in top_level if any(h in l for h in heavy)], path.name
+        assert not [line for line in top_level if any(h in line for h in heavy)], path.name
 
 
 def test_materialization_dags_come_from_one_factory_with_real_intervals(dagbag):

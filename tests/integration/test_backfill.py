@@ -12,6 +12,7 @@ backwards lands on the same values as the direct materialization too.
 
 Timings (stack start, each backfill, per-task overhead) are printed with `-s`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,21 +20,21 @@ import shutil
 import statistics
 import subprocess
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO_ROOT, project_env
 
 from chicago_taxi.core import schema
+from chicago_taxi.core.config import load_settings
 from chicago_taxi.features import aggregates
 from chicago_taxi.features import store as feast_store
-from chicago_taxi.core.config import load_settings
-from conftest import REPO_ROOT, project_env
 from fixtures.airflow import AirflowStack  # the airflow_stack_factory fixture comes from tests/conftest.py (pytest_plugins)
 
 HOURLY, HALF_HOURLY = "feast_materialize_hourly", "feast_materialize_half_hourly"
-DAG_START = datetime(2024, 1, 1, tzinfo=timezone.utc)  # start_date of the materialization DAGs
+DAG_START = datetime(2024, 1, 1, tzinfo=UTC)  # start_date of the materialization DAGs
 TIMINGS: dict[str, float] = {}
 
 
@@ -63,7 +64,9 @@ def offline_store(backfill_env):
     stack = AirflowStack(env)  # not started: its env (port, execution API URL) and its migrated DB
     stack.migrate()
     started = time.monotonic()
-    proc = subprocess.run(["airflow", "dags", "test", "taxi_features", "2017-01-01"], env=stack.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        ["airflow", "dags", "test", "taxi_features", "2017-01-01"], env=stack.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     timed("taxi_features (airflow dags test)", started)
     for view in schema.STORE_VIEWS:
@@ -205,8 +208,9 @@ def assert_online_equals_pandas(settings, view: schema.StoreView, wall_windows) 
     expected = expected_latest_rows(settings, view, wall_windows)
     keys = pd.read_parquet(settings.features_dir / f"{view.name}.parquet", columns=[view.entity])[view.entity].unique().tolist()
     store = feast_store.feature_store(settings)
-    response = store.get_online_features(features=[f"{view.name}:{f}" for f in view.features],
-                                         entity_rows=[{view.entity: k.item() if hasattr(k, "item") else k} for k in keys]).to_dict(include_event_timestamps=True)
+    response = store.get_online_features(
+        features=[f"{view.name}:{f}" for f in view.features], entity_rows=[{view.entity: k.item() if hasattr(k, "item") else k} for k in keys]
+    ).to_dict(include_event_timestamps=True)
     for i, key in enumerate(keys):
         for feature in view.features:
             got, stamp = response[feature][i], response.get(f"{feature}__ts", [None] * len(keys))[i]
@@ -261,14 +265,17 @@ def test_stack_is_healthy_and_listens_on_loopback_only(live_stack):
 def hourly_day(live_stack, settings, redis_server, tmp_path_factory):
     """A whole day of hourly runs backfilled through the scheduler, into a flushed Redis."""
     view = feast_store.views_for_cadence("hourly")[0]
-    data_day = busiest_data_day(settings, view, datetime.now(timezone.utc))
+    data_day = busiest_data_day(settings, view, datetime.now(UTC))
     wall_day = (data_day + timedelta(days=settings.replay_offset_days)).to_pydatetime()
     redis_db(settings).flushall()
     live_stack.wait_for_dag(HOURLY)  # paused (as on creation) until the backfill exists: fewer writers on SQLite meanwhile
     runs, done, seconds = backfill(live_stack, HOURLY, wall_day, wall_day + timedelta(hours=23))
     TIMINGS["hourly backfill, 24 runs"] = round(seconds, 1)
-    print(f"\n[timing] hourly backfill of wall day {wall_day:%Y-%m-%d} (data day {data_day:%Y-%m-%d}): {seconds:.1f} s; "
-          f"{task_overhead(live_stack, HOURLY, runs)}", flush=True)
+    print(
+        f"\n[timing] hourly backfill of wall day {wall_day:%Y-%m-%d} (data day {data_day:%Y-%m-%d}): {seconds:.1f} s; "
+        f"{task_overhead(live_stack, HOURLY, runs)}",
+        flush=True,
+    )
     return wall_day, runs, done
 
 
@@ -325,7 +332,10 @@ def test_half_hourly_backfill_run_backwards_equals_direct_materialization(live_s
     live_stack.wait_for_dag(HALF_HOURLY)
     runs, done, seconds = backfill(live_stack, HALF_HOURLY, start, start + timedelta(hours=5, minutes=30), "--run-backwards")
     TIMINGS["half-hourly backfill, 12 runs backwards"] = round(seconds, 1)
-    print(f"\n[timing] half-hourly backfill {start:%Y-%m-%d %H:%M} +6h backwards: {seconds:.1f} s; {task_overhead(live_stack, HALF_HOURLY, runs)}", flush=True)
+    print(
+        f"\n[timing] half-hourly backfill {start:%Y-%m-%d %H:%M} +6h backwards: {seconds:.1f} s; {task_overhead(live_stack, HALF_HOURLY, runs)}",
+        flush=True,
+    )
     assert len(runs) == 12 and all(r["state"] == "success" for r in runs)
     live_stack.pause(HALF_HOURLY)
     all_runs = settle(live_stack, HALF_HOURLY)

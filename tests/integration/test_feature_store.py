@@ -1,29 +1,35 @@
 """The Feast feature store against a real Redis: materialized values equal an independent pandas
 computation, windows are idempotent, cadences are separate, TTL is honoured, and the
 materialization DAGs run through Airflow."""
+
 from __future__ import annotations
 
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from chicago_taxi.features import aggregates
-from chicago_taxi.features import store as feast_store
-from chicago_taxi.core.config import load_settings
 from conftest import REPO_ROOT, project_env, replay_offset_days_for_tests
 
+from chicago_taxi.core.config import load_settings
+from chicago_taxi.features import aggregates
+from chicago_taxi.features import store as feast_store
+
 # A data-time instant well inside the sample, and the wall-clock time that replays it.
-DATA_NOW = datetime(2016, 6, 1, 12, 0, tzinfo=timezone.utc)
+DATA_NOW = datetime(2016, 6, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def store_settings(redis_server, clean_trips, tmp_path_factory, trips):
     tmp = tmp_path_factory.mktemp("feast")
-    env = {"TAXI_ONLINE_STORE": "redis", "REDIS_PORT": str(redis_server), "TAXI_FEAST_DIR": str(tmp / "feast"), "TAXI_FEATURES_DIR": str(tmp / "features"),
-           "TAXI_REPLAY_OFFSET_DAYS": str(replay_offset_days_for_tests())}  # this process and the DAG runs read the same clock
+    env = {
+        "TAXI_ONLINE_STORE": "redis",
+        "REDIS_PORT": str(redis_server),
+        "TAXI_FEAST_DIR": str(tmp / "feast"),
+        "TAXI_FEATURES_DIR": str(tmp / "features"),
+        "TAXI_REPLAY_OFFSET_DAYS": str(replay_offset_days_for_tests()),
+    }  # this process and the DAG runs read the same clock
     mp = pytest.MonkeyPatch()
     for k, v in env.items():
         mp.setenv(k, v)
@@ -146,7 +152,7 @@ def test_values_past_their_ttl_are_not_served(store_settings, redis_server):
 
 def test_empty_window_materializes_nothing_and_says_so(store_settings):
     settings = store_settings[0]
-    wall = wall_clock_for(settings, datetime(2012, 1, 1, tzinfo=timezone.utc))
+    wall = wall_clock_for(settings, datetime(2012, 1, 1, tzinfo=UTC))
     assert feast_store.materialize_window("hourly", wall - timedelta(hours=1), wall, settings)["rows"] == 0
 
 
@@ -166,9 +172,12 @@ def test_view_naming_a_missing_column_fails_apply_with_its_name(store_settings, 
 
     settings = store_settings[0]
     objects = feast_store.repo_objects(settings)
-    bad_view = FeatureView(name="bad_view", entities=[o for o in objects if getattr(o, "name", "") == "company" and hasattr(o, "join_key")][:1],
-                           schema=[Field(name="no_such_column", dtype=Float32)],
-                           source=FileSource(path=str(settings.features_dir / "company_half_hourly_stats.parquet"), timestamp_field="event_timestamp"))
+    bad_view = FeatureView(
+        name="bad_view",
+        entities=[o for o in objects if getattr(o, "name", "") == "company" and hasattr(o, "join_key")][:1],
+        schema=[Field(name="no_such_column", dtype=Float32)],
+        source=FileSource(path=str(settings.features_dir / "company_half_hourly_stats.parquet"), timestamp_field="event_timestamp"),
+    )
     with pytest.raises(feast_store.FeatureDefinitionError, match="bad_view.*no_such_column"):
         feast_store.check_definitions(objects + [bad_view])
 
@@ -186,7 +195,9 @@ def test_historical_join_matches_the_offline_rows_point_in_time(store_settings):
     for _, trip in joined.head(80).iterrows():
         at = pd.Timestamp(int(trip.trip_start_timestamp), unit="s", tz="UTC")
         key = 0 if pd.isna(trip.pickup_community_area) else int(trip.pickup_community_area)
-        rows = area_rows[(area_rows.pickup_community_area == key) & (area_rows.event_timestamp <= at) & (area_rows.event_timestamp >= at - timedelta(days=7))]
+        rows = area_rows[
+            (area_rows.pickup_community_area == key) & (area_rows.event_timestamp <= at) & (area_rows.event_timestamp >= at - timedelta(days=7))
+        ]
         expected = rows.sort_values("event_timestamp").area_trips_7d.iloc[-1] if len(rows) else np.nan
         assert trip.area_trips_7d == pytest.approx(expected, nan_ok=True)
 
@@ -203,7 +214,9 @@ def test_materialization_dag_runs_through_airflow(store_settings, redis_server, 
     rows = pd.read_parquet(settings.features_dir / f"{view.name}.parquet")
     boundary = rows[rows.event_timestamp <= DATA_NOW].event_timestamp.max()
     logical = wall_clock_for(settings, boundary.to_pydatetime() + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
-    proc = subprocess.run(["airflow", "dags", "test", f"feast_materialize_{cadence}", logical], env=run_env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    proc = subprocess.run(
+        ["airflow", "dags", "test", f"feast_materialize_{cadence}", logical], env=run_env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     import redis
 

@@ -1,5 +1,6 @@
 """The real Kafka broker of scripts/kafka.sh: topics as declared, replayed trips land keyed by
 trip_id, messages survive a restart, and nothing listens beyond 127.0.0.1."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ def test_ensure_topics_is_idempotent(kafka_broker):
 
 def test_script_start_on_a_running_broker_says_so_and_succeeds(kafka_broker):
     broker = session_broker()
-    proc = subprocess.run([str(KAFKA_SCRIPT), "start", str(broker.port), str(broker.controller_port)],
-                          env=broker.env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(KAFKA_SCRIPT), "start", str(broker.port), str(broker.controller_port)], env=broker.env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert "already running" in proc.stdout
     status = subprocess.run([str(KAFKA_SCRIPT), "status", str(broker.port)], env=broker.env, capture_output=True, text=True, timeout=60)
@@ -88,8 +90,13 @@ def test_topics_name_the_address_when_no_broker_answers():
 
 def test_topics_cli_fails_clearly_when_no_broker_answers():
     address = f"127.0.0.1:{free_port()}"
-    proc = subprocess.run([sys.executable, "-m", "chicago_taxi.ingest.topics", "list", "--bootstrap", address, "--timeout", "2"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "plugins")})
+    proc = subprocess.run(
+        [sys.executable, "-m", "chicago_taxi.ingest.topics", "list", "--bootstrap", address, "--timeout", "2"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "plugins")},
+    )
     assert proc.returncode == 1
     assert address in proc.stderr

@@ -1,6 +1,7 @@
 """The prediction service as users meet it: `bentoml serve` in a subprocess, the champion trained
 in this session (fixtures.training), a real Redis of its own (so it can be stopped), online
 features materialized through Feast."""
+
 from __future__ import annotations
 
 import json
@@ -10,17 +11,31 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DATA_CSV, REPO_ROOT, _free_port
 
 from chicago_taxi.core import schema
-from conftest import DATA_CSV, REPO_ROOT, _free_port
 from fixtures.training import MODEL, mlflow_client
 
-REQUEST_COLUMNS = ["trip_miles", "trip_seconds", "trip_start_hour", "trip_start_day", "trip_start_month", "payment_type", "company",
-                   "pickup_community_area", "dropoff_community_area", "pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude"]
+REQUEST_COLUMNS = [
+    "trip_miles",
+    "trip_seconds",
+    "trip_start_hour",
+    "trip_start_day",
+    "trip_start_month",
+    "payment_type",
+    "company",
+    "pickup_community_area",
+    "dropoff_community_area",
+    "pickup_latitude",
+    "pickup_longitude",
+    "dropoff_latitude",
+    "dropoff_longitude",
+]
 REDIS = REPO_ROOT / "scripts" / "redis.sh"
 
 
@@ -35,8 +50,14 @@ def serving_env(stack, first_run):
     tmp, env = stack
     port = _free_port()
     _redis("start", port)
-    env = {**env, "TAXI_ONLINE_STORE": "redis", "REDIS_PORT": str(port), "TAXI_CHAMPION_POLL_SECONDS": "2",
-           "TAXI_ONLINE_STORE_RETRY_SECONDS": "1", "TAXI_REDIS_TIMEOUT_SECONDS": "0.5"}
+    env = {
+        **env,
+        "TAXI_ONLINE_STORE": "redis",
+        "REDIS_PORT": str(port),
+        "TAXI_CHAMPION_POLL_SECONDS": "2",
+        "TAXI_ONLINE_STORE_RETRY_SECONDS": "1",
+        "TAXI_REDIS_TIMEOUT_SECONDS": "0.5",
+    }
     proc = subprocess.run(["python", "-m", "chicago_taxi.features.store", "warm"], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     yield env, port
@@ -83,8 +104,14 @@ def service(serving_env, stack):
     tmp, _ = stack
     port = _free_port()
     log = tmp / "serve.log"
-    server = subprocess.Popen(["bentoml", "serve", "bentos/service.py:TaxiFareService", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True)
+    server = subprocess.Popen(
+        ["bentoml", "serve", "bentos/service.py:TaxiFareService", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w"),
+        start_new_session=True,
+    )
     deadline = time.time() + 180
     while True:
         try:
@@ -119,8 +146,8 @@ def valid_trips() -> pd.DataFrame:
 def test_answers_equal_the_pyfunc_given_the_same_online_features(service, serving_env, valid_trips, stack):
     import mlflow
 
-    from chicago_taxi.features import store as feast_store
     from chicago_taxi.core.config import load_settings
+    from chicago_taxi.features import store as feast_store
 
     env, _ = serving_env
     trips = valid_trips.head(40)
@@ -132,9 +159,9 @@ def test_answers_equal_the_pyfunc_given_the_same_online_features(service, servin
     try:
         settings = load_settings()
         store = feast_store.feature_store(settings)
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        online, defaulted = feast_store.online_features(store, trips, settings.data_time(datetime.now(timezone.utc)))
+        online, defaulted = feast_store.online_features(store, trips, settings.data_time(datetime.now(UTC)))
         mlflow_client(stack)
         version = service.health()["model"]["version"]
         expected = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}").predict(pd.concat([trips, online], axis=1))
@@ -169,24 +196,52 @@ def test_unknown_entities_are_answered_with_defaults_and_named(service, valid_tr
 
 
 def test_legacy_message_shape_is_mapped_onto_the_chicago_columns(service):
-    legacy = {"trip_id": "trip_001", "pickup_datetime": "2024-01-01T10:00:00Z", "dropoff_datetime": "2024-01-01T10:30:00Z",
-              "pickup_latitude": 41.88, "pickup_longitude": -87.63, "dropoff_latitude": 41.89, "dropoff_longitude": -87.62,
-              "passenger_count": 2, "trip_distance": 3.5, "fare_amount": 12.50}
+    legacy = {
+        "trip_id": "trip_001",
+        "pickup_datetime": "2024-01-01T10:00:00Z",
+        "dropoff_datetime": "2024-01-01T10:30:00Z",
+        "pickup_latitude": 41.88,
+        "pickup_longitude": -87.63,
+        "dropoff_latitude": 41.89,
+        "dropoff_longitude": -87.62,
+        "passenger_count": 2,
+        "trip_distance": 3.5,
+        "fare_amount": 12.50,
+    }
     status, answer = service.predict(legacy)
     assert status == 200, answer
-    chicago = {"trip_id": "trip_001", "trip_miles": 3.5, "trip_seconds": 1800, "trip_start_hour": 10, "trip_start_day": 2, "trip_start_month": 1,
-               "pickup_latitude": 41.88, "pickup_longitude": -87.63, "dropoff_latitude": 41.89, "dropoff_longitude": -87.62}
+    chicago = {
+        "trip_id": "trip_001",
+        "trip_miles": 3.5,
+        "trip_seconds": 1800,
+        "trip_start_hour": 10,
+        "trip_start_day": 2,
+        "trip_start_month": 1,
+        "pickup_latitude": 41.88,
+        "pickup_longitude": -87.63,
+        "dropoff_latitude": 41.89,
+        "dropoff_longitude": -87.62,
+    }
     assert service.predict(chicago) == (200, answer)
 
 
-@pytest.mark.parametrize("body, fields", [
-    ({"trip": {"trip_miles": -1, "trip_seconds": 600, "trip_start_hour": 25, "trip_start_day": 3, "trip_start_month": 5}}, ["trip_miles", "trip_start_hour"]),
-    ({"trip": {"trip_miles": "abc", "trip_seconds": 600, "trip_start_hour": 10, "trip_start_day": 3, "trip_start_month": 5}}, ["trip_miles"]),
-    ({"trip": {"trip_miles": 2.0, "trip_start_hour": 10}}, ["trip_seconds", "trip_start_day", "trip_start_month"]),
-    ({"trip": {"trip_miles": 2.0, "trip_seconds": 600, "trip_start_hour": 10, "trip_start_day": 9, "trip_start_month": 13}}, ["trip_start_day", "trip_start_month"]),
-    ({"trip": "not an object"}, ["trip"]),
-    ({}, ["trip"]),
-])
+@pytest.mark.parametrize(
+    "body, fields",
+    [
+        (
+            {"trip": {"trip_miles": -1, "trip_seconds": 600, "trip_start_hour": 25, "trip_start_day": 3, "trip_start_month": 5}},
+            ["trip_miles", "trip_start_hour"],
+        ),
+        ({"trip": {"trip_miles": "abc", "trip_seconds": 600, "trip_start_hour": 10, "trip_start_day": 3, "trip_start_month": 5}}, ["trip_miles"]),
+        ({"trip": {"trip_miles": 2.0, "trip_start_hour": 10}}, ["trip_seconds", "trip_start_day", "trip_start_month"]),
+        (
+            {"trip": {"trip_miles": 2.0, "trip_seconds": 600, "trip_start_hour": 10, "trip_start_day": 9, "trip_start_month": 13}},
+            ["trip_start_day", "trip_start_month"],
+        ),
+        ({"trip": "not an object"}, ["trip"]),
+        ({}, ["trip"]),
+    ],
+)
 def test_bad_trips_get_a_400_naming_each_bad_field(service, body, fields):
     status, error = _post(f"{service.url}/predict", body)
     assert status == 400, error
@@ -267,8 +322,26 @@ def test_new_champion_is_picked_up_without_restart(service, stack):
 def test_property_based_requests_never_get_a_5xx(service):
     """schemathesis generates requests from the service's own OpenAPI spec (bounded run)."""
     proc = subprocess.run(
-        ["schemathesis", "run", f"{service.url}/docs.json", "--checks", "not_a_server_error", "--max-examples", "60",
-         "--phases", "examples,coverage,fuzzing", "--suppress-health-check", "all", "--request-timeout", "30",
-         "--exclude-path-regex", "^/(metrics|ops/reload)"],
-        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+        [
+            "schemathesis",
+            "run",
+            f"{service.url}/docs.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "60",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--suppress-health-check",
+            "all",
+            "--request-timeout",
+            "30",
+            "--exclude-path-regex",
+            "^/(metrics|ops/reload)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO_ROOT,
+    )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]

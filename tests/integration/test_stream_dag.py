@@ -8,6 +8,7 @@ ended when the test started. The scoring group (TAXI_STREAM_GROUP) and the trigg
 this module's own, positioned at the raw topic's end, so messages of other tests are not ours
 to wait for. Timings (stack start, produce -> every prediction published) print with `-s`.
 """
+
 from __future__ import annotations
 
 import time
@@ -30,9 +31,15 @@ def stream_stack(stack, first_run, kafka_broker, tmp_path_factory, airflow_stack
     store and feature store, with a warmed Redis and the session broker."""
     tmp, train_env = stack
     home = tmp_path_factory.mktemp("stream-airflow")
-    env = {**train_env, "AIRFLOW_HOME": str(home / "airflow"), "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-           "KAFKA_BOOTSTRAP_SERVERS": kafka_broker, "TAXI_STREAM_GROUP": new_group(kafka_broker, "stream-dag"),
-           "TAXI_STREAM_KAFKA_TIMEOUT": "10", "TAXI_ONLINE_STORE_RETRY_SECONDS": "1"}
+    env = {
+        **train_env,
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_broker,
+        "TAXI_STREAM_GROUP": new_group(kafka_broker, "stream-dag"),
+        "TAXI_STREAM_KAFKA_TIMEOUT": "10",
+        "TAXI_ONLINE_STORE_RETRY_SECONDS": "1",
+    }
     trigger_group = new_group(kafka_broker, "stream-dag-trigger")
     env["AIRFLOW_CONN_TAXI_KAFKA_TRIGGER"] = trigger_connection(env, kafka_broker, trigger_group)
     with warmed_redis(env) as (env, _port):
@@ -57,9 +64,12 @@ def wait_for_outputs(live: AirflowStack, outputs: Outputs, prefix: str, good: se
     runs = live.dag_runs(DAG_ID)
     failed = next((r for r in runs if r["state"] == "failed"), None)
     missing = sorted(good - {p["trip_id"] for p in predictions})[:10]
-    pytest.fail(f"after {timeout}s: {len(good - {p['trip_id'] for p in predictions})} of {len(good)} predictions and "
-                f"{len(bad - {d['_key'] for d in dead})} of {len(bad)} dead letters missing (e.g. {missing})\n"
-                f"{live._explain(DAG_ID, runs, failed)}\n{live.log_tails(40, ['triggerer'])}", pytrace=False)
+    pytest.fail(
+        f"after {timeout}s: {len(good - {p['trip_id'] for p in predictions})} of {len(good)} predictions and "
+        f"{len(bad - {d['_key'] for d in dead})} of {len(bad)} dead letters missing (e.g. {missing})\n"
+        f"{live._explain(DAG_ID, runs, failed)}\n{live.log_tails(40, ['triggerer'])}",
+        pytrace=False,
+    )
 
 
 def check_exactly_once(predictions: list[dict], dead: list[dict], good: set[str], bad: set[str]) -> None:
@@ -79,8 +89,7 @@ def check_exactly_once(predictions: list[dict], dead: list[dict], good: set[str]
 def test_produced_trips_trigger_a_run_that_scores_the_valid_and_dead_letters_the_rest(stream_stack, clean_rows, kafka_broker):
     prefix = f"dag-{uuid.uuid4().hex[:6]}"
     outputs = Outputs(kafka_broker)
-    messages, good, bad = messages_for(prefix, clean_rows[300:330], bad={3: "not-json", 11: "missing-field", 20: "negative-miles"},
-                                       legacy={5, 6, 7})
+    messages, good, bad = messages_for(prefix, clean_rows[300:330], bad={3: "not-json", 11: "missing-field", 20: "negative-miles"}, legacy={5, 6, 7})
     runs_before = len(stream_stack.dag_runs(DAG_ID))
     started = time.monotonic()
     produce(kafka_broker, messages)

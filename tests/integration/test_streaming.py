@@ -9,28 +9,29 @@ Topics are shared by the whole session, so every test uses a consumer group of i
 at the topic's end before it produces, and trip ids with a prefix of its own; results are read
 from the output topics from where they ended when the test started, filtered by that prefix.
 """
+
 from __future__ import annotations
 
 import json
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DATA_CSV, _free_port
 
 from chicago_taxi.core import config as core_config
 from chicago_taxi.core import schema
+from chicago_taxi.core.config import load_settings
 from chicago_taxi.features import push, stream_log
+from chicago_taxi.features.aggregates import compute_view
 from chicago_taxi.ingest import topics
+from chicago_taxi.ingest.messages import chicago_weekday, parse_trip
 from chicago_taxi.quality import rows
 from chicago_taxi.streaming import batch, cli, kafka_io, publisher, records
-from chicago_taxi.core.config import load_settings
-from chicago_taxi.features.aggregates import compute_view
-from chicago_taxi.ingest.messages import chicago_weekday, parse_trip
-from conftest import DATA_CSV, _free_port
 from fixtures.kafka import restart_broker
 from fixtures.streams import OUTPUTS, Outputs, _redis, end_offsets, environ, messages_for, new_group, produce, warmed_redis
 
@@ -39,8 +40,13 @@ from fixtures.streams import OUTPUTS, Outputs, _redis, end_offsets, environ, mes
 def stream_env(stack, first_run, kafka_broker):
     """The training stack's env with the session broker and a warmed Redis online store of its own."""
     tmp, env = stack
-    env = {**env, "KAFKA_BOOTSTRAP_SERVERS": kafka_broker, "TAXI_ONLINE_STORE_RETRY_SECONDS": "1", "TAXI_REDIS_TIMEOUT_SECONDS": "0.5",
-           "TAXI_STREAM_KAFKA_TIMEOUT": "10"}
+    env = {
+        **env,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_broker,
+        "TAXI_ONLINE_STORE_RETRY_SECONDS": "1",
+        "TAXI_REDIS_TIMEOUT_SECONDS": "0.5",
+        "TAXI_STREAM_KAFKA_TIMEOUT": "10",
+    }
     with warmed_redis(env) as (env, port):
         yield env, port
 
@@ -229,7 +235,7 @@ def test_a_bad_share_over_the_threshold_raises_an_alert(stream_env, clean_rows, 
     assert alert["counts"] == {"consumed": 10, "valid": 5, "dead_lettered": 5}
     assert sum(alert["reasons"].values()) == 5
     assert alert["offsets"] and all(v["first"] <= v["last"] for v in alert["offsets"].values())
-    assert datetime.fromisoformat(alert["at"].replace("Z", "+00:00")) <= datetime.now(timezone.utc)
+    assert datetime.fromisoformat(alert["at"].replace("Z", "+00:00")) <= datetime.now(UTC)
     assert {d["_key"] for d in outputs.read(topics.RAW_TRIPS_DLQ, prefix)} == invalid
 
 
@@ -273,13 +279,22 @@ def test_a_new_companys_trips_reach_the_online_store_for_the_trips_after_them(st
     group = new_group(kafka_broker, "push")
     with environ(env):
         settings = load_settings()
-    data_now = settings.data_time(datetime.now(timezone.utc)).replace(tzinfo=None)
+    data_now = settings.data_time(datetime.now(UTC)).replace(tzinfo=None)
     rows = []
     for i, moment in enumerate([data_now - timedelta(hours=2), data_now - timedelta(minutes=40), data_now - timedelta(minutes=5)]):
-        stamp = int(moment.replace(tzinfo=timezone.utc).timestamp())
-        local = datetime.fromtimestamp(stamp, timezone.utc)
-        rows.append({**clean_rows[130 + i], "company": company, "fare": 20.0 + 10 * i, "trip_start_timestamp": stamp,
-                     "trip_start_hour": local.hour, "trip_start_month": local.month, "trip_start_day": chicago_weekday(local)})
+        stamp = int(moment.replace(tzinfo=UTC).timestamp())
+        local = datetime.fromtimestamp(stamp, UTC)
+        rows.append(
+            {
+                **clean_rows[130 + i],
+                "company": company,
+                "fare": 20.0 + 10 * i,
+                "trip_start_timestamp": stamp,
+                "trip_start_hour": local.hour,
+                "trip_start_month": local.month,
+                "trip_start_day": chicago_weekday(local),
+            }
+        )
     messages, good, _ = messages_for(prefix, rows)
     outputs = Outputs(kafka_broker)
     produce(kafka_broker, messages[:2])  # two trips, an hour and more apart, in one batch
@@ -288,8 +303,9 @@ def test_a_new_companys_trips_reach_the_online_store_for_the_trips_after_them(st
 
     with environ(env):
         store = feast_store.feature_store(load_settings())
-        online = store.get_online_features(features=["company_half_hourly_stats:company_trips_1d", "company_half_hourly_stats:company_fare_1d"],
-                                           entity_rows=[{"company": company}]).to_dict()
+        online = store.get_online_features(
+            features=["company_half_hourly_stats:company_trips_1d", "company_half_hourly_stats:company_fare_1d"], entity_rows=[{"company": company}]
+        ).to_dict()
     # As of the second trip: the first one (its own half hour is not in the row).
     assert online["company_trips_1d"] == [1] and online["company_fare_1d"][0] == pytest.approx(20.0)
     second = {f["trip_id"]: f for f in outputs.read(topics.FEATURES, prefix)}[f"{prefix}-001"]["feature_views"]["company_half_hourly_stats"]
@@ -355,14 +371,30 @@ def test_redis_down_during_the_push_fails_the_batch_uncommitted_and_the_retry_de
 COMPANY_VIEW = next(v for v in schema.STORE_VIEWS if v.name == "company_half_hourly_stats")
 B = 1400000400  # a half-hour boundary (multiple of 1800)
 DAY = 86400
-LEGACY = {"trip_id": "legacy-1", "pickup_datetime": "2016-06-01T10:00:00", "dropoff_datetime": "2016-06-01T10:20:00",
-          "pickup_latitude": 41.88, "pickup_longitude": -87.63, "dropoff_latitude": 41.89, "dropoff_longitude": -87.62,
-          "passenger_count": 2, "trip_distance": 3.5, "fare_amount": 12.5}
+LEGACY = {
+    "trip_id": "legacy-1",
+    "pickup_datetime": "2016-06-01T10:00:00",
+    "dropoff_datetime": "2016-06-01T10:20:00",
+    "pickup_latitude": 41.88,
+    "pickup_longitude": -87.63,
+    "dropoff_latitude": 41.89,
+    "dropoff_longitude": -87.62,
+    "passenger_count": 2,
+    "trip_distance": 3.5,
+    "fare_amount": 12.5,
+}
 
 
 def _trip(trip_id: str, ts: int, fare: float | None, company: str | None = "A", miles: float = 2.0, seconds: float = 600.0) -> dict:
-    return {"trip_id": trip_id, "trip_start_timestamp": ts, "fare": fare, "company": company, "trip_miles": miles,
-            "trip_seconds": seconds, "pickup_community_area": 8}
+    return {
+        "trip_id": trip_id,
+        "trip_start_timestamp": ts,
+        "fare": fare,
+        "company": company,
+        "trip_miles": miles,
+        "trip_seconds": seconds,
+        "pickup_community_area": 8,
+    }
 
 
 def _record(offset: int) -> kafka_io.Record:
@@ -410,28 +442,47 @@ def test_streaming_expectations_reject_impossible_speed_but_accept_legacy_trips(
 
 
 def _full_trip(trip_id: str) -> dict:
-    return {"trip_id": trip_id, "pickup_community_area": 8, "fare": 9.25, "trip_start_month": 5, "trip_start_hour": 19,
-            "trip_start_day": 6, "trip_start_timestamp": 1400269500, "pickup_latitude": 41.899, "pickup_longitude": -87.633,
-            "dropoff_latitude": 41.880, "dropoff_longitude": -87.642, "trip_miles": 1.9, "payment_type": "Credit Card",
-            "company": "Taxi Affiliation Services", "trip_seconds": 540, "dropoff_community_area": 32, "tips": 2.0}
+    return {
+        "trip_id": trip_id,
+        "pickup_community_area": 8,
+        "fare": 9.25,
+        "trip_start_month": 5,
+        "trip_start_hour": 19,
+        "trip_start_day": 6,
+        "trip_start_timestamp": 1400269500,
+        "pickup_latitude": 41.899,
+        "pickup_longitude": -87.633,
+        "dropoff_latitude": 41.880,
+        "dropoff_longitude": -87.642,
+        "trip_miles": 1.9,
+        "payment_type": "Credit Card",
+        "company": "Taxi Affiliation Services",
+        "trip_seconds": 540,
+        "dropoff_community_area": 32,
+        "tips": 2.0,
+    }
 
 
 # ---------------------------------------------------------------- statistics as of a trip
 def test_stats_as_of_a_trip_exclude_its_own_half_hour_and_expire_after_the_window():
-    known = pd.DataFrame([
-        _trip("x1", B - 3600, 10.0),
-        _trip("x2", B - 600, 20.0),
-        _trip("x3", B + 300, 40.0),
-        _trip("x4", B + DAY + 100, 50.0),
-        _trip("other", B - 60, 99.0, company="Other"),
-    ])
-    batch = pd.DataFrame([
-        _trip("x1", B - 3600, 10.0),           # nothing before it
-        _trip("x3", B + 300, 40.0),            # row at B: x1, x2 (not itself, nothing of its half hour)
-        _trip("x4", B + DAY + 100, 50.0),      # row at B + 30 min: x1, x2, x3
-        _trip("late", B + 3 * DAY, 5.0),       # newest row (B + 1 day + 30 min) is older than a day: none
-        _trip("nofare", B + 600, None),         # scored without a fare: still has a row as of it
-    ])
+    known = pd.DataFrame(
+        [
+            _trip("x1", B - 3600, 10.0),
+            _trip("x2", B - 600, 20.0),
+            _trip("x3", B + 300, 40.0),
+            _trip("x4", B + DAY + 100, 50.0),
+            _trip("other", B - 60, 99.0, company="Other"),
+        ]
+    )
+    batch = pd.DataFrame(
+        [
+            _trip("x1", B - 3600, 10.0),  # nothing before it
+            _trip("x3", B + 300, 40.0),  # row at B: x1, x2 (not itself, nothing of its half hour)
+            _trip("x4", B + DAY + 100, 50.0),  # row at B + 30 min: x1, x2, x3
+            _trip("late", B + 3 * DAY, 5.0),  # newest row (B + 1 day + 30 min) is older than a day: none
+            _trip("nofare", B + 600, None),  # scored without a fare: still has a row as of it
+        ]
+    )
     rows = stream_log.stats_as_of(batch, known, COMPANY_VIEW)
     stamps = rows["event_timestamp"]
     assert pd.isna(stamps[0]) and pd.isna(stamps[3])
@@ -520,15 +571,25 @@ def test_cli_reports_a_down_broker_as_an_error(monkeypatch, capsys):
 
 
 def test_features_record_holds_the_row_as_of_the_trip():
-    rows = stream_log.stats_as_of(pd.DataFrame([_trip("x3", B + 300, 40.0)]),
-                                 pd.DataFrame([_trip("x1", B - 3600, 10.0), _trip("x3", B + 300, 40.0)]), COMPANY_VIEW)
+    rows = stream_log.stats_as_of(
+        pd.DataFrame([_trip("x3", B + 300, 40.0)]), pd.DataFrame([_trip("x1", B - 3600, 10.0), _trip("x3", B + 300, 40.0)]), COMPANY_VIEW
+    )
     outcome = push.PushOutcome(as_of={COMPANY_VIEW.name: rows}, pushed_keys={(COMPANY_VIEW.name, "A", rows["event_timestamp"][0])})
     trip = _trip("x3", B + 300, 40.0)
-    record = records.features_record(trip, kafka_io.Record(2, 7, "x3", b"{}", 1_700_000_000_000), outcome,
-                                 records.batch_entity_keys([trip])[0], {COMPANY_VIEW.name: rows.to_dict("records")[0]})
+    record = records.features_record(
+        trip,
+        kafka_io.Record(2, 7, "x3", b"{}", 1_700_000_000_000),
+        outcome,
+        records.batch_entity_keys([trip])[0],
+        {COMPANY_VIEW.name: rows.to_dict("records")[0]},
+    )
     view = record["feature_views"][COMPANY_VIEW.name]
-    assert view == {"entity": {"company": "A"}, "as_of": "2014-05-13T16:30:00.000Z",  # x1 made the row at B - 30 min
-                    "values": {"company_trips_1d": 1, "company_fare_1d": 10.0}, "pushed": True}
+    assert view == {
+        "entity": {"company": "A"},
+        "as_of": "2014-05-13T16:30:00.000Z",  # x1 made the row at B - 30 min
+        "values": {"company_trips_1d": 1, "company_fare_1d": 10.0},
+        "pushed": True,
+    }
     assert record["source"] == {"topic": "taxi-raw-data", "partition": 2, "offset": 7}
     json.dumps(record)
     assert np.isfinite(record["produced_at_ms"])

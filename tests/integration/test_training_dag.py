@@ -1,5 +1,6 @@
 """The whole taxi_training DAG through Airflow (`airflow dags test`) on the real data, with a real
 MLflow store (SQLite) and real BentoML build and serving, all under a temp dir."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ import urllib.request
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import DATA_CSV
+
 from fixtures.training import MODEL, mlflow_client, run_dag
 
 
@@ -78,8 +79,14 @@ def test_built_bento_serves_the_same_fares_as_the_pyfunc(first_run, stack):
     tag = first_run["build_bento"]["bento_tag"]
     assert first_run["build_bento"]["built"]
     port = _free_port()
-    server = subprocess.Popen(["bentoml", "serve", tag, "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=tmp,
-                              stdout=subprocess.DEVNULL, stderr=open(tmp / "bento.log", "w"), start_new_session=True)
+    server = subprocess.Popen(
+        ["bentoml", "serve", tag, "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "bento.log", "w"),
+        start_new_session=True,
+    )
     try:
         for _ in range(120):
             try:
@@ -92,10 +99,25 @@ def test_built_bento_serves_the_same_fares_as_the_pyfunc(first_run, stack):
         # Valid requests (the service rejects 0-second trips), some without company or coordinates.
         trips = trips[(trips.trip_seconds >= 1) & (trips.trip_miles <= 100)].head(40)
         assert trips.company.isna().any() and trips.pickup_community_area.isna().any()
-        columns = ["trip_miles", "trip_seconds", "trip_start_hour", "trip_start_day", "trip_start_month", "payment_type", "company",
-                   "pickup_community_area", "dropoff_community_area", "pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude"]
+        columns = [
+            "trip_miles",
+            "trip_seconds",
+            "trip_start_hour",
+            "trip_start_day",
+            "trip_start_month",
+            "payment_type",
+            "company",
+            "pickup_community_area",
+            "dropoff_community_area",
+            "pickup_latitude",
+            "pickup_longitude",
+            "dropoff_latitude",
+            "dropoff_longitude",
+        ]
         # Missing values travel as JSON null.
-        records = [{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in trips[columns].to_dict("records")]
+        records = [
+            {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in trips[columns].to_dict("records")
+        ]
         status, single = _post(f"http://127.0.0.1:{port}/predict", {"trip": records[0]})
         assert status == 200 and single["model_version"] == "1"
         status, batch = _post(f"http://127.0.0.1:{port}/predict_batch", {"trips": records})

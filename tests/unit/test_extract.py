@@ -1,10 +1,10 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from chicago_taxi.core import config
-from chicago_taxi.ingest import extract
 from chicago_taxi.core.config import load_settings
+from chicago_taxi.ingest import extract
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def settings(tmp_path, monkeypatch):
 
 def test_extract_keeps_trips_before_the_interval_end_without_time_zone_shift(trips, settings, tmp_path):
     s = settings(config.load_settings().source_csv)
-    end = datetime(2015, 1, 1, 0, 0, tzinfo=timezone.utc)
+    end = datetime(2015, 1, 1, 0, 0, tzinfo=UTC)
     section = extract.extract("t1", end, s)
     raw = extract.read_raw_zone(s.run_dir("t1") / "raw")
     # 2015-01-01 00:00 wall clock is epoch 1420070400 when read as UTC, as the data stores it.

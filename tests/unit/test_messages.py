@@ -1,9 +1,10 @@
 """Trip message parsing: the Chicago shape, the legacy shape, and every way a message is rejected."""
+
 from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -59,7 +60,9 @@ def test_good_chicago_message_parses_to_every_schema_column():
 
 def test_optional_columns_may_be_absent_and_come_back_as_none():
     # Scoring: the label and the optional inputs are unknown; only the required ones are sent.
-    minimal = {k: GOOD[k] for k in ("trip_id", "trip_miles", "trip_seconds", "trip_start_hour", "trip_start_day", "trip_start_month", "trip_start_timestamp")}
+    minimal = {
+        k: GOOD[k] for k in ("trip_id", "trip_miles", "trip_seconds", "trip_start_hour", "trip_start_day", "trip_start_month", "trip_start_timestamp")
+    }
     trip = parse_trip(json.dumps(minimal))
     assert trip["fare"] is None and trip["company"] is None and trip["pickup_community_area"] is None
     assert trip["trip_miles"] == 1.9
@@ -110,7 +113,7 @@ def test_legacy_wall_clock_is_kept_whatever_the_offset():
 def test_chicago_weekday_matches_the_vendored_data(trips):
     sample = trips.sample(500, random_state=0)
     for ts, day in zip(sample["trip_start_timestamp"], sample["trip_start_day"]):
-        assert chicago_weekday(datetime.fromtimestamp(ts, timezone.utc)) == day
+        assert chicago_weekday(datetime.fromtimestamp(ts, UTC)) == day
 
 
 def test_legacy_dropoff_before_pickup_is_rejected_naming_dropoff():
@@ -208,9 +211,10 @@ def test_every_error_is_listed_together():
 
 def test_dead_letter_record_keeps_the_payload_and_its_source():
     exc = rejected(json.dumps({**GOOD, "trip_miles": -1}))
-    at = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
-    record = dead_letter_record(json.dumps({**GOOD, "trip_miles": -1}).encode(), exc.reason, exc.errors, "taxi-raw-data", 2, 17,
-                                trip_id=exc.trip_id, failed_at=at)
+    at = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    record = dead_letter_record(
+        json.dumps({**GOOD, "trip_miles": -1}).encode(), exc.reason, exc.errors, "taxi-raw-data", 2, 17, trip_id=exc.trip_id, failed_at=at
+    )
     assert json.loads(json.dumps(record)) == record
     assert record["source"] == {"topic": "taxi-raw-data", "partition": 2, "offset": 17}
     assert record["reason"] == "invalid field: trip_miles" and record["errors"] == exc.errors

@@ -1,12 +1,12 @@
 """The replay producer's message building, without a broker: what it sends is what the parser reads."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from chicago_taxi.ingest.messages import InvalidMessage, parse_trip
-from chicago_taxi.ingest.messages import trip_id_for
+from chicago_taxi.ingest.messages import InvalidMessage, parse_trip, trip_id_for
 from chicago_taxi.ingest.replay import BAD_KINDS, DEFAULT_CSV, chicago_message, corrupt, legacy_message, load_rows, plan_defects
 
 

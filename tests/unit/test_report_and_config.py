@@ -13,11 +13,19 @@ def test_report_sections_accumulate_and_mirror_to_logs(tmp_path):
 
 
 def test_summary_names_failed_expectations_and_the_stop_reason():
-    text = summarize({
-        "validate_raw": {"success": False, "rows": 10, "quarantined_rows": 2, "bad_row_share": 0.2,
-                         "failed_expectations": {"expect_column_to_exist(fare)": 0},
-                         "blocking_failures": ["bad-row share 20.00% exceeds 5.00%"], "quarantine": "/q.parquet"},
-    })
+    text = summarize(
+        {
+            "validate_raw": {
+                "success": False,
+                "rows": 10,
+                "quarantined_rows": 2,
+                "bad_row_share": 0.2,
+                "failed_expectations": {"expect_column_to_exist(fare)": 0},
+                "blocking_failures": ["bad-row share 20.00% exceeds 5.00%"],
+                "quarantine": "/q.parquet",
+            },
+        }
+    )
     assert "FAILED" in text and "expect_column_to_exist(fare)" in text and "STOPPED: bad-row share" in text and "/q.parquet" in text
 
 

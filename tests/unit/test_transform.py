@@ -1,4 +1,5 @@
 """preprocessing_fn on a tiny dataset, through Beam, and the saved graph at serving time."""
+
 import numpy as np
 import pandas as pd
 import pytest

@@ -1,11 +1,12 @@
 """Gate 1 on a good batch and on injected bad batches; the versioned suites match the schema."""
+
 import json
 
 import pandas as pd
 import pytest
+from conftest import REPO_ROOT
 
 from chicago_taxi.quality import gates
-from conftest import REPO_ROOT
 
 EXPECTATIONS = REPO_ROOT / "expectations"
 
@@ -14,8 +15,12 @@ def _run(frame, tmp_path, max_share=0.05):
     return gates.validate_raw_trips(frame, tmp_path / "gate", EXPECTATIONS, tmp_path / "reports", max_share)
 
 
+def _as_float(v):
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
 def _normalized(expectations):
-    as_float = lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+    as_float = _as_float
     return sorted(json.dumps([e["type"], {k: as_float(v) for k, v in e["kwargs"].items()}], sort_keys=True) for e in expectations)
 
 

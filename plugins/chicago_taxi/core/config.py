@@ -2,11 +2,12 @@
 
 Every knob of the platform lives here, so a reader finds each environment variable in one place.
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -87,9 +88,9 @@ class Settings:
     def data_time(self, wall_clock: datetime) -> datetime:
         """The trips' clock: wall-clock time minus the replay offset (trips are never shifted)."""
         if wall_clock.tzinfo is None:
-            wall_clock = wall_clock.replace(tzinfo=timezone.utc)
+            wall_clock = wall_clock.replace(tzinfo=UTC)
         # A plain datetime (Airflow hands over pendulum's, which pandas cannot compare).
-        plain = datetime.fromtimestamp(wall_clock.timestamp(), tz=timezone.utc)
+        plain = datetime.fromtimestamp(wall_clock.timestamp(), tz=UTC)
         return plain - timedelta(days=self.replay_offset_days)
 
     def run_dir(self, run_id: str) -> Path:
@@ -166,7 +167,7 @@ class StreamConfig:
     max_run_seconds: float = 600.0  # TAXI_STREAM_MAX_RUN_SECONDS: one drain's bound
 
     @classmethod
-    def from_env(cls) -> "StreamConfig":
+    def from_env(cls) -> StreamConfig:
         return cls(
             group=os.environ.get("TAXI_STREAM_GROUP", "").strip() or DEFAULT_STREAM_GROUP,
             use_gx=env_bool("TAXI_STREAM_GX", True),
@@ -192,7 +193,7 @@ class ServeConfig:
     threads: int  # TAXI_SERVE_THREADS
 
     @classmethod
-    def from_env(cls) -> "ServeConfig":
+    def from_env(cls) -> ServeConfig:
         return cls(
             model_tag=os.environ.get("TAXI_BENTO_MODEL_TAG") or None,
             timeout_seconds=env_float("TAXI_SERVE_TIMEOUT_SECONDS", 5.0),

@@ -1,9 +1,10 @@
 """JSON for records that leave the platform (Kafka messages, reports): numpy and pandas values
 as plain numbers, NaN as null, times as ISO 8601 UTC with milliseconds."""
+
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -21,12 +22,12 @@ def json_default(value):
 
 def iso(moment: datetime | pd.Timestamp) -> str:
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def iso_ms(ms: int | None) -> str | None:
-    return None if ms is None else iso(datetime.fromtimestamp(ms / 1000, timezone.utc))
+    return None if ms is None else iso(datetime.fromtimestamp(ms / 1000, UTC))
 
 
 def now_ms() -> int:

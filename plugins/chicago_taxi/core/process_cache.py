@@ -1,9 +1,10 @@
 """Per-process objects that are slow to build (a GX context, the Feast store, the champion, a
 Kafka producer), built once per key and shared by the threads of the process."""
+
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 _CACHE: dict[tuple, object] = {}
 _CACHE_LOCK = threading.Lock()

@@ -1,9 +1,10 @@
 """The JSON report each pipeline run leaves (row counts, gate results, metrics, model version),
 and the short human summary `make run` prints from it."""
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -20,7 +21,7 @@ class RunReport:
     def update(self, step: str, section: dict) -> None:
         data = self.read()
         data[step] = section
-        data["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        data["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         text = json.dumps(data, indent=2, default=str)
         for target in filter(None, (self.path, self.mirror)):
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -30,7 +31,9 @@ class RunReport:
 def _metrics_line(name: str, m: dict | None) -> str:
     if not m:
         return f"  {name:<10} (none)"
-    return f"  {name:<10} RMSE {m['rmse']:7.3f}   MAE {m['mae']:7.3f}   R^2 {m['r2']:6.3f}" + (f"   (version {m['version']})" if m.get("version") else "")
+    return f"  {name:<10} RMSE {m['rmse']:7.3f}   MAE {m['mae']:7.3f}   R^2 {m['r2']:6.3f}" + (
+        f"   (version {m['version']})" if m.get("version") else ""
+    )
 
 
 def summarize(report: dict) -> str:
@@ -57,10 +60,15 @@ def summarize(report: dict) -> str:
             lines.append(f"    data docs: {g['data_docs']}")
     js = report.get("join_store_features")
     if js:
-        lines.append(f"Store features (point in time, replay offset {js['replay_offset_days']} days): share of trips with a value " + ", ".join(f"{k} {v:.0%}" for k, v in js["feature_coverage"].items()))
+        lines.append(
+            f"Store features (point in time, replay offset {js['replay_offset_days']} days): share of trips with a value "
+            + ", ".join(f"{k} {v:.0%}" for k, v in js["feature_coverage"].items())
+        )
     tr = report.get("transform")
     if tr:
-        lines.append(f"Transform: {tr['train_rows']} train + {tr['holdout_rows']} holdout rows (holdout from {tr['holdout_starts']}), {tr['rows_per_second']} rows/s")
+        lines.append(
+            f"Transform: {tr['train_rows']} train + {tr['holdout_rows']} holdout rows (holdout from {tr['holdout_starts']}), {tr['rows_per_second']} rows/s"
+        )
     ev = report.get("evaluate")
     if ev:
         lines.append("Holdout metrics:")

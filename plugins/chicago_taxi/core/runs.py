@@ -1,6 +1,7 @@
 """Where one pipeline run keeps its files and its report: every DAG step of every stage
 finds what the earlier steps of the same run left through `run_paths` and records its own
 section with `run_report`."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ Every other module derives from what is declared here: the raw-data expectations
 (`validation`), the tf.Transform `preprocessing_fn` (`transform`), the Keras model inputs
 (`train`), and the pyfunc that serves raw rows (`registry`). Nobody retypes a column name.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,12 +63,22 @@ COLUMNS: tuple[Column, ...] = (
     Column("pickup_longitude", "float", min_value=CHICAGO_LON[0], max_value=CHICAGO_LON[1], why="inside Chicago"),
     Column("dropoff_latitude", "float", min_value=CHICAGO_LAT[0], max_value=CHICAGO_LAT[1], why="inside Chicago"),
     Column("dropoff_longitude", "float", min_value=CHICAGO_LON[0], max_value=CHICAGO_LON[1], why="inside Chicago"),
-    Column("trip_miles", "float", nullable=False, min_value=0, max_value=MAX_TRIP_MILES, why="no city trip exceeds 100 miles", required_for_scoring=True),
+    Column(
+        "trip_miles", "float", nullable=False, min_value=0, max_value=MAX_TRIP_MILES, why="no city trip exceeds 100 miles", required_for_scoring=True
+    ),
     Column("pickup_census_tract", "int"),
     Column("dropoff_census_tract", "int"),
     Column("payment_type", "string", nullable=False, allowed=PAYMENT_TYPES, why="payment types the city publishes"),
     Column("company", "string"),
-    Column("trip_seconds", "float", nullable=False, min_value=1, max_value=MAX_TRIP_SECONDS, why="a trip lasts more than 0 s and under 6 h", required_for_scoring=True),
+    Column(
+        "trip_seconds",
+        "float",
+        nullable=False,
+        min_value=1,
+        max_value=MAX_TRIP_SECONDS,
+        why="a trip lasts more than 0 s and under 6 h",
+        required_for_scoring=True,
+    ),
     Column("dropoff_community_area", "int", min_value=1, max_value=77, why="Chicago has 77 community areas"),
     Column("tips", "float", min_value=0, max_value=500, why="tips are never negative"),
 )
@@ -95,6 +106,7 @@ CATEGORICAL_ID_FEATURES = {
 }
 # Features derived inside the transform graph, so serving computes them identically.
 DERIVED_DENSE_FEATURES = ("straight_line_miles", "miles_not_recorded", "coordinates_missing")
+
 
 # ---- feature store (Feast): recent context per entity, computed point in time from past trips ----
 @dataclass(frozen=True)
@@ -186,18 +198,31 @@ WEEK, DAY, FORTNIGHT = 7 * 24 * 60, 24 * 60, 14 * 24 * 60
 # output by the index relative to its training mean, so it follows such a change without
 # retraining.
 STORE_VIEWS = (
-    StoreView("area_hourly_stats", "pickup_community_area", 60, (
-        FeatureSpec("area_trips_7d", "int64", "count", WEEK, transform="log_z_score"),
-        FeatureSpec("area_fare_per_mile_7d", "float32", "fare_per_mile", WEEK),
-        FeatureSpec("area_trip_seconds_7d", "float32", "mean_seconds", WEEK),
-    )),
-    StoreView("city_hourly_fare_index", "city", 60, (
-        FeatureSpec("city_fare_index_14d", "float32", "median_fare_index", FORTNIGHT, default=1.0, transform="scale"),
-    )),
-    StoreView("company_half_hourly_stats", "company", 30, (
-        FeatureSpec("company_trips_1d", "int64", "count", DAY, transform="log_z_score"),
-        FeatureSpec("company_fare_1d", "float32", "mean_fare", DAY),
-    )),
+    StoreView(
+        "area_hourly_stats",
+        "pickup_community_area",
+        60,
+        (
+            FeatureSpec("area_trips_7d", "int64", "count", WEEK, transform="log_z_score"),
+            FeatureSpec("area_fare_per_mile_7d", "float32", "fare_per_mile", WEEK),
+            FeatureSpec("area_trip_seconds_7d", "float32", "mean_seconds", WEEK),
+        ),
+    ),
+    StoreView(
+        "city_hourly_fare_index",
+        "city",
+        60,
+        (FeatureSpec("city_fare_index_14d", "float32", "median_fare_index", FORTNIGHT, default=1.0, transform="scale"),),
+    ),
+    StoreView(
+        "company_half_hourly_stats",
+        "company",
+        30,
+        (
+            FeatureSpec("company_trips_1d", "int64", "count", DAY, transform="log_z_score"),
+            FeatureSpec("company_fare_1d", "float32", "mean_fare", DAY),
+        ),
+    ),
 )
 FEATURE_SPECS = {f.name: f for view in STORE_VIEWS for f in view.specs}
 STORE_FEATURES = tuple(FEATURE_SPECS)

@@ -4,6 +4,7 @@ view's statistics at its cadence boundaries, written as the Parquet files of the
 The same `compute_view` feeds the offline store (taxi_features DAG) and the stream's push
 (`features.push`), so a streamed row equals the row the batch path would compute.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,6 +55,38 @@ def _windowed_median(ts: np.ndarray, values: np.ndarray, boundaries: np.ndarray,
     return np.array([np.median(values[a:b]) if b > a else np.nan for a, b in zip(lo, hi)], dtype=float)
 
 
+class _Windows:
+    """One entity's trips (start times `ts`, sorted) against its cadence boundaries: for each
+    boundary B the trips started in [B - window, B) are ts[lo:hi]."""
+
+    def __init__(self, ts: np.ndarray, cadence: int, window: int):
+        self.ts, self.window = ts, window
+        self.boundaries = np.unique(ts // cadence * cadence + cadence)
+        self.hi = np.searchsorted(ts, self.boundaries, side="left")
+        self.lo = np.searchsorted(ts, self.boundaries - window, side="left")
+        self.count = self.hi - self.lo
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        csum = np.concatenate([[0.0], np.cumsum(values)])
+        return csum[self.hi] - csum[self.lo]
+
+    def aggregate(self, kind: str, fare: np.ndarray, miles: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+        """One branch per schema.AGGREGATIONS entry."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if kind == "count":
+                return self.count
+            if kind == "fare_per_mile":
+                sum_miles = self.sum(np.where(miles > 0, miles, 0.0))
+                return np.where(sum_miles > 0, self.sum(np.where(miles > 0, fare, 0.0)) / sum_miles, np.nan)
+            if kind == "mean_seconds":
+                return self.sum(seconds) / self.count
+            if kind == "mean_fare":
+                return self.sum(fare) / self.count
+            if kind == "median_fare_index":
+                return _windowed_median(self.ts, tariff_ratio(fare, miles, seconds), self.boundaries, self.window)
+        raise ValueError(f"unknown aggregation {kind!r}; known: {sorted(schema.AGGREGATIONS)}")
+
+
 def compute_view(trips: pd.DataFrame, view: schema.StoreView) -> pd.DataFrame:
     """One row per entity and cadence boundary B that follows a trip of that entity, with the
     statistics of the entity's trips started in [B - window, B). A trip at B itself is not
@@ -67,37 +100,10 @@ def compute_view(trips: pd.DataFrame, view: schema.StoreView) -> pd.DataFrame:
     )
     parts = []
     for key, group in frame.sort_values("ts", kind="mergesort").groupby(view.entity, sort=True):
-        ts = group["ts"].to_numpy()
-        boundaries = np.unique(ts // cadence * cadence + cadence)
-        hi = np.searchsorted(ts, boundaries, side="left")
-        lo = np.searchsorted(ts, boundaries - window, side="left")
-
-        def windowed(values):
-            csum = np.concatenate([[0.0], np.cumsum(values)])
-            return csum[hi] - csum[lo]
-
-        count = hi - lo
-        fare, miles, seconds = group["fare"].to_numpy(), group["miles"].to_numpy(), group["seconds"].to_numpy()
-
-        def aggregate(kind: str) -> np.ndarray:
-            # One branch per schema.AGGREGATIONS entry.
-            with np.errstate(invalid="ignore", divide="ignore"):
-                if kind == "count":
-                    return count
-                if kind == "fare_per_mile":
-                    sum_miles = windowed(np.where(miles > 0, miles, 0.0))
-                    return np.where(sum_miles > 0, windowed(np.where(miles > 0, fare, 0.0)) / sum_miles, np.nan)
-                if kind == "mean_seconds":
-                    return windowed(seconds) / count
-                if kind == "mean_fare":
-                    return windowed(fare) / count
-                if kind == "median_fare_index":
-                    return _windowed_median(ts, tariff_ratio(fare, miles, seconds), boundaries, window)
-            raise ValueError(f"unknown aggregation {kind!r}; known: {sorted(schema.AGGREGATIONS)}")
-
-        part = pd.DataFrame({view.entity: key, EVENT_TIMESTAMP: boundaries})
+        windows = _Windows(group["ts"].to_numpy(), cadence, window)
+        part = pd.DataFrame({view.entity: key, EVENT_TIMESTAMP: windows.boundaries})
         for spec in view.specs:
-            part[spec.name] = aggregate(spec.aggregation)
+            part[spec.name] = windows.aggregate(spec.aggregation, group["fare"].to_numpy(), group["miles"].to_numpy(), group["seconds"].to_numpy())
         parts.append(part)
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[view.entity, EVENT_TIMESTAMP, *view.features])
     out[EVENT_TIMESTAMP] = pd.to_datetime(out[EVENT_TIMESTAMP].astype("int64"), unit="s", utc=True)
@@ -118,6 +124,11 @@ def write_offline_store(trips: pd.DataFrame, features_dir: Path) -> dict[str, di
         tmp = path.with_suffix(".tmp.parquet")
         frame.to_parquet(tmp, index=False)
         tmp.replace(path)  # readers never see a half-written file
-        written[view.name] = {"path": str(path), "rows": len(frame), "entities": int(frame[view.entity].nunique()), "seconds": round(time.perf_counter() - started, 2)}
+        written[view.name] = {
+            "path": str(path),
+            "rows": len(frame),
+            "entities": int(frame[view.entity].nunique()),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
         log.info("%s: %d rows for %d entities -> %s", view.name, len(frame), written[view.name]["entities"], path)
     return written

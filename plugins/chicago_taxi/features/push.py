@@ -11,6 +11,7 @@ rewritten when a late trip of [B - 1 day, B) arrives (same timestamp); the next 
 includes it. The half-hourly materialization writes rows computed from the offline store, which
 holds only the batch history, so a materialized row does not count trips only the stream saw.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,8 +29,7 @@ PUSH_SOURCE = "company_stats_push"
 def pushed_views(store) -> list[schema.StoreView]:
     """The schema views the push source feeds, read from the applied Feast registry."""
     by_name = {v.name: v for v in schema.STORE_VIEWS}
-    names = [fv.name for fv in store.list_feature_views() if getattr(fv, "stream_source", None) is not None
-             and fv.stream_source.name == PUSH_SOURCE]
+    names = [fv.name for fv in store.list_feature_views() if getattr(fv, "stream_source", None) is not None and fv.stream_source.name == PUSH_SOURCE]
     unknown = [n for n in names if n not in by_name]
     if unknown:
         raise ValueError(f"push source {PUSH_SOURCE} feeds {unknown}, which schema.STORE_VIEWS does not define")
@@ -41,7 +41,8 @@ def pushed_views(store) -> list[schema.StoreView]:
 def stored_timestamps(store, view: schema.StoreView, values: list) -> dict:
     feature = view.features[0]
     response = store.get_online_features(features=[f"{view.name}:{feature}"], entity_rows=[{view.entity: v} for v in values]).to_dict(
-        include_event_timestamps=True)
+        include_event_timestamps=True
+    )
     stamps = response.get(f"{feature}__ts", [None] * len(values))
     return {v: (None if s is None else pd.Timestamp(float(s), unit="s", tz="UTC")) for v, s in zip(values, stamps)}
 
@@ -64,8 +65,11 @@ def push_features(trips: list[dict], settings: Settings, config: StreamConfig, s
     from chicago_taxi.features.aggregates import CREATED, EVENT_TIMESTAMP
     from chicago_taxi.features.store import OnlineStoreUnavailable, feature_store
 
-    store = store if store is not None else cached(("store", settings.online_store, settings.redis_address, str(settings.feast_dir)),
-                                                     lambda: feature_store(settings))
+    store = (
+        store
+        if store is not None
+        else cached(("store", settings.online_store, settings.redis_address, str(settings.feast_dir)), lambda: feature_store(settings))
+    )
     views = pushed_views(store)
     batch = pd.DataFrame.from_records(trips).reindex(columns=list(LOG_COLUMNS))
     eligible = stats_rows(batch)
@@ -97,6 +101,8 @@ def push_features(trips: list[dict], settings: Settings, config: StreamConfig, s
             outcome.pushed_rows += len(frame)
             outcome.pushed_keys.update((view.name, v, t) for v, t in zip(frame[view.entity], frame[EVENT_TIMESTAMP]))
     except (RedisError, sqlite3.Error) as exc:
-        raise OnlineStoreUnavailable(f"online store at {address} failed while pushing streamed features "
-                                     f"({type(exc).__name__}: {exc}); nothing published or committed, the messages stay pending") from exc
+        raise OnlineStoreUnavailable(
+            f"online store at {address} failed while pushing streamed features "
+            f"({type(exc).__name__}: {exc}); nothing published or committed, the messages stay pending"
+        ) from exc
     return outcome

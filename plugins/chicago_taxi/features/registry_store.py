@@ -10,6 +10,7 @@ of the materialization intervals is not lost to another's.
 
 feature_repo/feature_store.yaml selects it with `registry_store_type`.
 """
+
 from __future__ import annotations
 
 import os

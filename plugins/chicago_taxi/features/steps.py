@@ -1,4 +1,5 @@
 """The taxi_features DAG's own steps (after extract and gate 1): the offline store and `feast apply`."""
+
 from __future__ import annotations
 
 import pandas as pd

@@ -5,6 +5,7 @@ replay the 2013-2016 trips "now", the *clock* is shifted instead: data time = wa
 `TAXI_REPLAY_OFFSET_DAYS` (`Settings.data_time`). Materialization windows and TTL checks use
 data time; reports show the offset.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,7 +14,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -172,7 +173,13 @@ def materialize_window(cadence: str, interval_start: datetime, interval_end: dat
     started = time.perf_counter()
     result = MaterializeResult(cadence, [v.name for v in views], start.isoformat(), end.isoformat(), settings.replay_offset_days, rows, 0.0)
     if rows == 0:
-        log.info("empty window %s .. %s (data time, replay offset %s days): nothing to materialize for %s", start, end, settings.replay_offset_days, result.views)
+        log.info(
+            "empty window %s .. %s (data time, replay offset %s days): nothing to materialize for %s",
+            start,
+            end,
+            settings.replay_offset_days,
+            result.views,
+        )
         return result.as_dict()
     try:
         with registry_lock(settings):
@@ -181,7 +188,9 @@ def materialize_window(cadence: str, interval_start: datetime, interval_end: dat
     except RedisError as exc:
         raise OnlineStoreUnavailable(f"Redis at {settings.redis_address} failed while materializing {result.views}: {exc}") from exc
     result.seconds = round(time.perf_counter() - started, 3)
-    log.info("materialized %d rows of %s for %s .. %s (data time; replay offset %s days)", rows, result.views, start, end, settings.replay_offset_days)
+    log.info(
+        "materialized %d rows of %s for %s .. %s (data time; replay offset %s days)", rows, result.views, start, end, settings.replay_offset_days
+    )
     return result.as_dict()
 
 
@@ -247,7 +256,7 @@ def warm_online_store(settings: Settings | None = None, now: datetime | None = N
     """Materialize every view over its own TTL window ending now (data time = now minus the
     replay offset): what a freshly started online store needs before serving."""
     settings = settings or load_settings()
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     results = []
     for cadence in sorted({v.cadence for v in schema.STORE_VIEWS}):
         window = max(v.window_minutes for v in views_for_cadence(cadence))
@@ -260,4 +269,6 @@ if __name__ == "__main__":
         sys.exit("usage: python -m chicago_taxi.features.store warm   (materialize every view over its TTL window ending now)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for result in warm_online_store():
-        print(f"{result['cadence']}: {result['rows']} rows of {', '.join(result['views'])} for {result['data_start']} .. {result['data_end']} (data time)")
+        print(
+            f"{result['cadence']}: {result['rows']} rows of {', '.join(result['views'])} for {result['data_start']} .. {result['data_end']} (data time)"
+        )

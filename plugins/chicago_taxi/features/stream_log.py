@@ -12,11 +12,12 @@ exactly that row, with `compute_view` itself, over the union (by trip_id) of
   by trip_id, so a re-delivered message never counts twice, trimmed to
   `TAXI_STREAM_LOG_RETENTION_DAYS` (default 7, the raw topic's retention).
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -50,8 +51,9 @@ class RedisStreamLog:
 
         host, port = settings.redis_address.rsplit(":", 1)
         self.address = settings.redis_address
-        self.client = Redis(host=host, port=int(port), socket_connect_timeout=settings.redis_timeout_seconds,
-                            socket_timeout=settings.redis_timeout_seconds)
+        self.client = Redis(
+            host=host, port=int(port), socket_connect_timeout=settings.redis_timeout_seconds, socket_timeout=settings.redis_timeout_seconds
+        )
 
     def _keys(self, entity: str, value) -> tuple[str, str]:
         index = f"{self.PREFIX}:{entity}:{value}"
@@ -109,8 +111,16 @@ class SqliteStreamLog:
         with self.db:
             self.db.executemany(
                 f"INSERT OR REPLACE INTO {self.TABLE} (trip_id, ts, {', '.join(names)}, record) VALUES ({marks})",
-                [(r[TRIP_ID], float(r[schema.TIMESTAMP]), *(schema.ENTITIES_BY_NAME[n].key_of(keys[n].iloc[i]) for n in names),
-                  json.dumps(r, default=json_default)) for i, r in enumerate(rows.to_dict("records"))])
+                [
+                    (
+                        r[TRIP_ID],
+                        float(r[schema.TIMESTAMP]),
+                        *(schema.ENTITIES_BY_NAME[n].key_of(keys[n].iloc[i]) for n in names),
+                        json.dumps(r, default=json_default),
+                    )
+                    for i, r in enumerate(rows.to_dict("records"))
+                ],
+            )
             newest = self.db.execute(f"SELECT MAX(ts) FROM {self.TABLE}").fetchone()[0]
             if newest is not None:
                 self.db.execute(f"DELETE FROM {self.TABLE} WHERE ts < ?", (newest - retention_seconds,))

@@ -1,10 +1,11 @@
 """Step 1 of the taxi_features and taxi_training DAGs: the trips up to the run's data interval
 end (and within the lookback) from the raw source into a raw zone of monthly Parquet partitions."""
+
 from __future__ import annotations
 
 import logging
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -24,8 +25,8 @@ def _epoch_of_wall_clock(moment: datetime) -> int:
     # Trip timestamps are Chicago wall-clock time stored as if it were UTC; compare the
     # interval's wall-clock reading the same way, without converting time zones.
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
-    return int(moment.replace(tzinfo=timezone.utc).timestamp())
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return int(moment.replace(tzinfo=UTC).timestamp())
 
 
 def read_raw_zone(raw_dir: Path) -> pd.DataFrame:
@@ -33,7 +34,6 @@ def read_raw_zone(raw_dir: Path) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame()
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-
 
 
 def extract(run_id: str, data_interval_end: datetime, settings: Settings | None = None) -> dict:
@@ -74,5 +74,3 @@ def extract(run_id: str, data_interval_end: datetime, settings: Settings | None 
     run_report(settings, paths).update("extract", section)
     log.info("extracted %d of %d trips into %d monthly partitions", len(window), len(trips), section["partitions"])
     return section
-
-

@@ -7,12 +7,13 @@ parser, the quality gates and the model agree on what a valid trip is. A message
 raises `InvalidMessage` listing every problem; `dead_letter_record` turns it into what the
 dead-letter topic stores.
 """
+
 from __future__ import annotations
 
 import base64
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from chicago_taxi.core.schema import COLUMNS, LABEL, RAW_COLUMN_NAMES, TIMESTAMP, Column
@@ -119,7 +120,7 @@ def _parse_iso(value: Any) -> tuple[datetime | None, str | None]:
 
 def _wall_clock_epoch(moment: datetime) -> int:
     # Chicago stores local wall-clock time read as UTC: keep the wall clock, drop any offset.
-    return int(moment.replace(tzinfo=timezone.utc).timestamp())
+    return int(moment.replace(tzinfo=UTC).timestamp())
 
 
 def chicago_weekday(moment: datetime) -> int:
@@ -153,7 +154,12 @@ def _map_legacy(message: dict) -> tuple[dict, list[dict[str, str]]]:
         # Both with offsets: real elapsed time (right across a DST change); else wall clocks.
         seconds = (dropoff - pickup).total_seconds() if both_aware else (dropoff.replace(tzinfo=None) - pickup.replace(tzinfo=None)).total_seconds()
         if seconds <= 0:
-            errors.append({"field": "dropoff_datetime", "problem": f"{message['dropoff_datetime']!r} is not after pickup_datetime {message['pickup_datetime']!r}"})
+            errors.append(
+                {
+                    "field": "dropoff_datetime",
+                    "problem": f"{message['dropoff_datetime']!r} is not after pickup_datetime {message['pickup_datetime']!r}",
+                }
+            )
         else:
             row["trip_seconds"] = seconds
     row["trip_miles"] = message.get("trip_distance")
@@ -267,7 +273,7 @@ def dead_letter_record(
             payload, encoding = bytes(raw).decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             payload, encoding = base64.b64encode(bytes(raw)).decode("ascii"), "base64"
-    moment = failed_at or datetime.now(timezone.utc)
+    moment = failed_at or datetime.now(UTC)
     return {
         "trip_id": trip_id,
         "reason": reason,
@@ -275,7 +281,7 @@ def dead_letter_record(
         "payload": payload,
         "payload_encoding": encoding,
         "source": {"topic": topic, "partition": partition, "offset": offset},
-        "failed_at": moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "failed_at": moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
 
 

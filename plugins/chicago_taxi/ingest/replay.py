@@ -9,6 +9,7 @@ messages in the producer's sense, and the parser decides.
 
     python -m chicago_taxi.ingest.replay --rate 20 --limit 500 --bad-share 0.1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,7 @@ import math
 import random
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, NamedTuple
 
@@ -69,7 +70,7 @@ def legacy_message(message: dict) -> dict:
     Times are the Chicago wall clock, written without an offset (the data has no time zone).
     """
     start = message.get(TIMESTAMP)
-    pickup = None if start is None else datetime.fromtimestamp(start, timezone.utc).replace(tzinfo=None)
+    pickup = None if start is None else datetime.fromtimestamp(start, UTC).replace(tzinfo=None)
     seconds = message.get("trip_seconds")
     dropoff = None if pickup is None or seconds is None else pickup + timedelta(seconds=seconds)
     return {
@@ -140,13 +141,15 @@ def replay(
     bootstrap = bootstrap or bootstrap_servers()
     rows = load_rows(csv, limit)
     defects = plan_defects(len(rows), bad_share, seed)
-    producer = Producer({
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,  # acks=all, no duplicates on retry
-        "linger.ms": 5,
-        "message.timeout.ms": int(delivery_timeout * 1000),
-        "log_level": 0,  # a down broker fails every delivery: reported once below, not per retry
-    })
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,  # acks=all, no duplicates on retry
+            "linger.ms": 5,
+            "message.timeout.ms": int(delivery_timeout * 1000),
+            "log_level": 0,  # a down broker fails every delivery: reported once below, not per retry
+        }
+    )
     failed: list[tuple[str, str]] = []
     pending: set[str] = set()
     delivered = 0
@@ -185,14 +188,20 @@ def replay(
         sent.append(Sent(trip_id, "bad" if defect else "good"))
         if out is not None and progress_every and len(sent) % progress_every == 0:
             elapsed = time.monotonic() - started
-            print(f"sent {len(sent)}/{len(rows)} ({sum(k == 'bad' for _, k in sent)} bad) to {topic}, "
-                  f"{len(sent) / elapsed:.1f} msg/s, {delivered} delivered, {len(failed)} failed", file=out, flush=True)
+            print(
+                f"sent {len(sent)}/{len(rows)} ({sum(k == 'bad' for _, k in sent)} bad) to {topic}, "
+                f"{len(sent) / elapsed:.1f} msg/s, {delivered} delivered, {len(failed)} failed",
+                file=out,
+                flush=True,
+            )
     producer.flush(delivery_timeout)
     elapsed = time.monotonic() - started
     failed.extend((trip_id, "not acknowledged before the flush timed out") for trip_id in sorted(pending))
     bad = sum(k == "bad" for _, k in sent)
-    summary = (f"replayed {len(sent)} trips ({bad} malformed on purpose{', legacy shape' if legacy else ''}) onto {topic} at {bootstrap} "
-               f"in {elapsed:.1f} s: {delivered} delivered, {len(failed)} failed")
+    summary = (
+        f"replayed {len(sent)} trips ({bad} malformed on purpose{', legacy shape' if legacy else ''}) onto {topic} at {bootstrap} "
+        f"in {elapsed:.1f} s: {delivered} delivered, {len(failed)} failed"
+    )
     if out is not None:
         print(summary, file=out, flush=True)
     if failed:
@@ -214,8 +223,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delivery-timeout", type=float, default=30.0, help="seconds the broker has to acknowledge a message")
     args = parser.parse_args(argv)
     try:
-        replay(args.csv, args.bootstrap, args.topic, args.rate, args.limit, args.legacy, args.bad_share, args.seed,
-               args.progress_every, args.delivery_timeout)
+        replay(
+            args.csv,
+            args.bootstrap,
+            args.topic,
+            args.rate,
+            args.limit,
+            args.legacy,
+            args.bad_share,
+            args.seed,
+            args.progress_every,
+            args.delivery_timeout,
+        )
     except DeliveryFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 Every producer, consumer, DAG and test names a topic through this module; `scripts/kafka.sh
 topics` and `python -m chicago_taxi.ingest.topics create` create whatever is missing on the broker.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -123,8 +124,13 @@ def describe_topics(bootstrap: str | None = None, timeout: float = 15.0) -> dict
     return dict(sorted(result.items()))
 
 
-def watch(bootstrap: str | None = None, topics: tuple[str, ...] = (PREDICTIONS, RAW_TRIPS_DLQ, ALERTS), from_beginning: bool = False,
-          limit: int | None = None, out=sys.stdout) -> int:
+def watch(
+    bootstrap: str | None = None,
+    topics: tuple[str, ...] = (PREDICTIONS, RAW_TRIPS_DLQ, ALERTS),
+    from_beginning: bool = False,
+    limit: int | None = None,
+    out=sys.stdout,
+) -> int:
     """Print one line per message of `topics` as it arrives (from their end, or their beginning);
     returns how many were printed. A consumer group of its own, nothing committed."""
     import json
@@ -133,8 +139,15 @@ def watch(bootstrap: str | None = None, topics: tuple[str, ...] = (PREDICTIONS, 
     from confluent_kafka import Consumer
 
     bootstrap = bootstrap or bootstrap_servers()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watch-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest" if from_beginning else "latest", "log_level": 0})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"watch-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "log_level": 0,
+        }
+    )
     consumer.subscribe(list(topics))
     printed = 0
     try:
@@ -147,8 +160,10 @@ def watch(bootstrap: str | None = None, topics: tuple[str, ...] = (PREDICTIONS, 
             except ValueError:
                 body = {"raw": msg.value()[:200].decode("utf-8", "replace")}
             if msg.topic() == PREDICTIONS:
-                line = (f"{body.get('trip_id')}: fare {body.get('fare'):.2f} (model v{body.get('model_version')}"
-                        f"{', degraded' if body.get('degraded') else ''}, defaulted {body.get('features_defaulted') or []})")
+                line = (
+                    f"{body.get('trip_id')}: fare {body.get('fare'):.2f} (model v{body.get('model_version')}"
+                    f"{', degraded' if body.get('degraded') else ''}, defaulted {body.get('features_defaulted') or []})"
+                )
             elif msg.topic() == RAW_TRIPS_DLQ:
                 source = body.get("source") or {}
                 line = f"DEAD LETTER {body.get('trip_id')}: {body.get('reason')} (from {source.get('topic')}[{source.get('partition')}]@{source.get('offset')})"

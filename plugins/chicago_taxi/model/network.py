@@ -4,6 +4,7 @@ Inputs are the `_xf` features declared by `schema.transformed_feature_kinds()`: 
 features go through as they are, categorical ids through small embeddings. The label is `fare`,
 taken from the raw split (never an input).
 """
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 Evaluation, the MLflow pyfunc and the BentoML service all predict through `FarePredictor`, so
 what is measured on the holdout is exactly what is served.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,6 +5,7 @@ transform graph is saved and used again, unchanged, by the pyfunc at serving tim
 and serving cannot skew. `raw_frame_to_features` is the one place where a pandas frame of raw
 trips becomes the graph's input, for training and serving alike.
 """
+
 from __future__ import annotations
 
 import logging
@@ -237,9 +238,7 @@ def analyze_and_transform(train_raw_path: Path, holdout_raw_path: Path, out_dir:
             (train_out, _), transform_fn = (train_raw, metadata) | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
                 preprocessing_fn, output_record_batches=True
             )
-            holdout_out, _ = ((holdout_raw, metadata), transform_fn) | "TransformHoldout" >> tft_beam.TransformDataset(
-                output_record_batches=True
-            )
+            holdout_out, _ = ((holdout_raw, metadata), transform_fn) | "TransformHoldout" >> tft_beam.TransformDataset(output_record_batches=True)
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(transform_dir))
             for label, batches, target in (("Train", train_out, train_dir), ("Holdout", holdout_out, holdout_dir)):
                 _ = (

@@ -4,6 +4,7 @@
 taxi_features emits an event when `feast_apply` has finished; taxi_training is scheduled on that
 event as well as on its daily cron, so a training run never starts on a store that is not there.
 """
+
 from __future__ import annotations
 
 from airflow.sdk import Asset

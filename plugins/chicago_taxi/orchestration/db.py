@@ -9,6 +9,7 @@ task runners all writing, a CLI call such as `airflow backfill create` met "data
   transaction takes it only at its first write, and in WAL mode (Airflow's choice for SQLite)
   fails at once, without waiting, when another connection committed in between.
 """
+
 SQLITE_CONNECT_ARGS = {"timeout": 60, "isolation_level": "IMMEDIATE"}
 # aiosqlite (the api-server's async engine): the timeout only; SQLAlchemy drives its transactions.
 SQLITE_CONNECT_ARGS_ASYNC = {"timeout": 60}

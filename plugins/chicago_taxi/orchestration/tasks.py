@@ -5,11 +5,12 @@ import, when the DAG is parsed, not when the task runs. A failed quality gate is
 will not change on retry), so it fails the task without retries; any other error is retried as
 the DAG's default_args say.
 """
+
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 log = logging.getLogger(__name__)
 Step = Callable[..., dict]
@@ -29,7 +30,7 @@ def run_step(step: Step, run_id: str, *args):
 
 def window_end(data_interval_end: datetime | None, logical_date: datetime | None) -> datetime:
     """The end of the data a run reads; a manual run without a logical date reads up to now."""
-    return data_interval_end or logical_date or datetime.now(timezone.utc)
+    return data_interval_end or logical_date or datetime.now(UTC)
 
 
 def extract_task(step: Step, **task_kwargs):
@@ -61,9 +62,14 @@ def stream_drain(context: dict) -> dict:
     from chicago_taxi.streaming.batch import drain
 
     events = [event for per_asset in (context.get("triggering_asset_events") or {}).values() for event in per_asset]
-    log.info("woken by %d asset event(s)%s", len(events),
-             f"; first {events[0].extra.get('payload')}" if events and getattr(events[0], "extra", None) else "")
+    log.info(
+        "woken by %d asset event(s)%s",
+        len(events),
+        f"; first {events[0].extra.get('payload')}" if events and getattr(events[0], "extra", None) else "",
+    )
     result = drain()
     result["wake_up_events"] = len(events)
-    log.info("consumed %(consumed)d, valid %(valid)d, dead-lettered %(dead_lettered)d, predictions %(predictions_published)d, alerts %(alerts)d", result)
+    log.info(
+        "consumed %(consumed)d, valid %(valid)d, dead-lettered %(dead_lettered)d, predictions %(predictions_published)d, alerts %(alerts)d", result
+    )
     return result

@@ -10,6 +10,7 @@ loss), with two changes:
 
 Anything the triggerer imports must be on its path: plugins/ is, the DAG folder is not.
 """
+
 from __future__ import annotations
 
 import hashlib

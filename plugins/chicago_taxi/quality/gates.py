@@ -10,6 +10,7 @@ files still match the schema. Each expectation carries a `severity` in its meta:
   the expectations they failed. The run stops only when their share crosses the threshold.
 - ``warn``: known dirt that the model copes with (zero miles, missing company); reported only.
 """
+
 from __future__ import annotations
 
 import json
@@ -86,7 +87,9 @@ def raw_suite_expectations() -> list[dict]:
     for col in schema.COLUMNS:
         exps.append(_expectation("expect_column_to_exist", "batch", "schema adherence", column=col.name))
         exps.append(
-            _expectation("expect_column_values_to_be_in_type_list", "batch", f"{col.name} is a {col.kind}", column=col.name, type_list=col.pandas_types)
+            _expectation(
+                "expect_column_values_to_be_in_type_list", "batch", f"{col.name} is a {col.kind}", column=col.name, type_list=col.pandas_types
+            )
         )
         if not col.nullable:
             exps.append(_expectation("expect_column_values_to_not_be_null", "quarantine", f"{col.name} is required", column=col.name))
@@ -101,15 +104,33 @@ def raw_suite_expectations() -> list[dict]:
     exps += [
         # Distance over duration: catches the 1,710-mile trips and zero-second trips with miles.
         _expectation(
-            "expect_column_values_to_be_between", "quarantine", f"no taxi averages more than {schema.MAX_SPEED_MPH:.0f} mph",
-            column=IMPLIED_SPEED, min_value=0, max_value=schema.MAX_SPEED_MPH,
+            "expect_column_values_to_be_between",
+            "quarantine",
+            f"no taxi averages more than {schema.MAX_SPEED_MPH:.0f} mph",
+            column=IMPLIED_SPEED,
+            min_value=0,
+            max_value=schema.MAX_SPEED_MPH,
         ),
         # Null rates: a sudden jump means a broken upstream feed, not dirty rows.
-        _expectation("expect_column_proportion_of_non_null_values_to_be_between", "batch", "company is missing on about a third of trips", column="company", min_value=0.4),
-        _expectation("expect_column_proportion_of_non_null_values_to_be_between", "batch", "dropoff coordinates are nearly always present", column="dropoff_latitude", min_value=0.8),
+        _expectation(
+            "expect_column_proportion_of_non_null_values_to_be_between",
+            "batch",
+            "company is missing on about a third of trips",
+            column="company",
+            min_value=0.4,
+        ),
+        _expectation(
+            "expect_column_proportion_of_non_null_values_to_be_between",
+            "batch",
+            "dropoff coordinates are nearly always present",
+            column="dropoff_latitude",
+            min_value=0.8,
+        ),
         # Known dirt the model copes with: reported, never quarantined.
         # (GX keeps one expectation per type and column, so this one is not a second "between".)
-        _expectation("expect_column_values_to_not_be_in_set", "warn", "27% of meters record no miles", column="trip_miles", value_set=[0], mostly=0.6),
+        _expectation(
+            "expect_column_values_to_not_be_in_set", "warn", "27% of meters record no miles", column="trip_miles", value_set=[0], mostly=0.6
+        ),
         _expectation("expect_column_values_to_not_be_null", "warn", "company is often missing", column="company", mostly=0.6),
     ]
     return exps
@@ -123,17 +144,30 @@ def transformed_suite_expectations() -> list[dict]:
         exps.append(_expectation("expect_column_values_to_not_be_null", "batch", "no NaN after transform", column=name))
         if kind == "dense":
             # z-scores beyond +-100 or inf mean a broken scale, not an unusual trip.
-            exps.append(_expectation("expect_column_values_to_be_between", "batch", "finite, sane z-scores", column=name, min_value=-100, max_value=100))
+            exps.append(
+                _expectation("expect_column_values_to_be_between", "batch", "finite, sane z-scores", column=name, min_value=-100, max_value=100)
+            )
         elif kind == "scale":
             low, high = schema.FARE_SCALE_RANGE
-            exps.append(_expectation("expect_column_values_to_be_between", "batch", "a multiplier inside its clip range", column=name, min_value=low, max_value=high))
+            exps.append(
+                _expectation(
+                    "expect_column_values_to_be_between", "batch", "a multiplier inside its clip range", column=name, min_value=low, max_value=high
+                )
+            )
         else:
-            exps.append(_expectation("expect_column_values_to_be_between", "batch", "inside the id space", column=name, min_value=0, max_value=size - 1))
+            exps.append(
+                _expectation("expect_column_values_to_be_between", "batch", "inside the id space", column=name, min_value=0, max_value=size - 1)
+            )
     for key in schema.VOCAB_FEATURES:
         exps.append(
             _expectation(
-                "expect_column_values_to_be_between", "batch", f"vocabulary covers at least {1 - MAX_OOV_SHARE:.0%} of trips",
-                column=schema.transformed_name(key), min_value=0, max_value={"$PARAMETER": f"{key}_vocabulary_max_id"}, mostly=1 - MAX_OOV_SHARE,
+                "expect_column_values_to_be_between",
+                "batch",
+                f"vocabulary covers at least {1 - MAX_OOV_SHARE:.0%} of trips",
+                column=schema.transformed_name(key),
+                min_value=0,
+                max_value={"$PARAMETER": f"{key}_vocabulary_max_id"},
+                mostly=1 - MAX_OOV_SHARE,
             )
         )
     return exps
@@ -270,7 +304,9 @@ def validate_raw_trips(frame: pd.DataFrame, out_dir: Path, expectations_dir: Pat
     quarantine["failed_expectations"] = quarantine[ROW_ID].map(lambda i: "; ".join(failed_by_row[i]))
     clean = checked[~checked[ROW_ID].isin(bad_ids)].drop(columns=[ROW_ID, IMPLIED_SPEED])
     quarantine_path, clean_path = out_dir / "quarantine.parquet", out_dir / "clean.parquet"
-    quarantine.drop(columns=[IMPLIED_SPEED]).astype({c: "string" for c in quarantine.columns if quarantine[c].dtype == object}).to_parquet(quarantine_path, index=False)
+    quarantine.drop(columns=[IMPLIED_SPEED]).astype({c: "string" for c in quarantine.columns if quarantine[c].dtype == object}).to_parquet(
+        quarantine_path, index=False
+    )
     clean.to_parquet(clean_path, index=False)
 
     n = len(checked)
@@ -279,20 +315,29 @@ def validate_raw_trips(frame: pd.DataFrame, out_dir: Path, expectations_dir: Pat
     if share > max_bad_row_share:
         worst = sorted((o for o in outcomes if o.severity == "quarantine" and o.unexpected_count), key=lambda o: -o.unexpected_count)
         blocking.append(
-            f"bad-row share {share:.2%} exceeds {max_bad_row_share:.2%} ("
-            + ", ".join(f"{o.name}: {o.unexpected_count} rows" for o in worst)
-            + ")"
+            f"bad-row share {share:.2%} exceeds {max_bad_row_share:.2%} (" + ", ".join(f"{o.name}: {o.unexpected_count} rows" for o in worst) + ")"
         )
     result = GateResult(
-        gate="validate_raw", success=not blocking, row_count=n, passed_rows=len(clean), quarantined_rows=len(bad_ids),
-        bad_row_share=round(share, 5), max_bad_row_share=max_bad_row_share, outcomes=outcomes, blocking_failures=blocking,
-        quarantine_path=str(quarantine_path), clean_path=str(clean_path), data_docs=_publish_docs(docs_url, reports_dir, "validate_raw"),
+        gate="validate_raw",
+        success=not blocking,
+        row_count=n,
+        passed_rows=len(clean),
+        quarantined_rows=len(bad_ids),
+        bad_row_share=round(share, 5),
+        max_bad_row_share=max_bad_row_share,
+        outcomes=outcomes,
+        blocking_failures=blocking,
+        quarantine_path=str(quarantine_path),
+        clean_path=str(clean_path),
+        data_docs=_publish_docs(docs_url, reports_dir, "validate_raw"),
     )
     _finish(result, out_dir)
     return result
 
 
-def validate_transformed(frame: pd.DataFrame, vocabulary_sizes: dict[str, int], out_dir: Path, expectations_dir: Path, reports_dir: Path) -> GateResult:
+def validate_transformed(
+    frame: pd.DataFrame, vocabulary_sizes: dict[str, int], out_dir: Path, expectations_dir: Path, reports_dir: Path
+) -> GateResult:
     """Gate 2 on the transformed holdout (or training) features. Raises QualityGateError on any failure."""
     checked = frame.reset_index(drop=True).copy()
     checked[ROW_ID] = np.arange(len(checked), dtype=np.int64)
@@ -302,8 +347,15 @@ def validate_transformed(frame: pd.DataFrame, vocabulary_sizes: dict[str, int], 
     outcomes, _ = collect_results(results)
     blocking = [f"{o.name} failed on {o.unexpected_count} rows {o.detail}".strip() for o in outcomes if not o.success]
     result = GateResult(
-        gate="validate_transformed", success=not blocking, row_count=len(checked), passed_rows=len(checked) if not blocking else 0,
-        quarantined_rows=0, bad_row_share=0.0, max_bad_row_share=0.0, outcomes=outcomes, blocking_failures=blocking,
+        gate="validate_transformed",
+        success=not blocking,
+        row_count=len(checked),
+        passed_rows=len(checked) if not blocking else 0,
+        quarantined_rows=0,
+        bad_row_share=0.0,
+        max_bad_row_share=0.0,
+        outcomes=outcomes,
+        blocking_failures=blocking,
         data_docs=_publish_docs(docs_url, reports_dir, "validate_transformed"),
     )
     _finish(result, out_dir)
@@ -319,7 +371,8 @@ def _finish(result: GateResult, out_dir: Path) -> None:
     log.info(result.summary())
     if not result.success:
         raise QualityGateError(
-            f"quality gate {result.gate} failed: " + "; ".join(result.blocking_failures)
+            f"quality gate {result.gate} failed: "
+            + "; ".join(result.blocking_failures)
             + (f". Quarantined rows: {result.quarantine_path}" if result.quarantine_path else "")
             + (f". Data Docs: {result.data_docs}" if result.data_docs else "")
         )

@@ -12,6 +12,7 @@ batch-level expectations are skipped, and not-null is enforced only on the colum
 (`ingest.messages.REQUIRED_COLUMNS`). Cost on 2 cores: importing GX ~12-15 s once per process,
 then ~0.55 s per 60-row micro-batch; pandas evaluates the same expectations in ~0.03 s.
 """
+
 from __future__ import annotations
 
 import json
@@ -115,8 +116,9 @@ class GxRowValidator:
         from chicago_taxi.quality.gates import ROW_ID, collect_results
 
         checked = with_derived_columns(frame)
-        result = self.definition.run(batch_parameters={"dataframe": checked},
-                                     result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW_ID]})
+        result = self.definition.run(
+            batch_parameters={"dataframe": checked}, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW_ID]}
+        )
         broken = [r for r in result.results if r.exception_info and r.exception_info.get("raised_exception")]
         if broken:
             detail = broken[0].exception_info.get("exception_message")

@@ -1,5 +1,6 @@
 """The quality gates as DAG steps: gate 1 on the raw zone (both DAGs), gate 2 on the transformed
 features (taxi_training). A failed gate records its section in the run report, then raises."""
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,9 @@ def validate_raw(run_id: str, settings: Settings | None = None) -> dict:
     paths = run_paths(settings, run_id)
     report = run_report(settings, paths)
     try:
-        result = validate_raw_trips(read_raw_zone(paths["raw"]), paths["gate"], settings.expectations_dir, paths["reports"], settings.max_bad_row_share)
+        result = validate_raw_trips(
+            read_raw_zone(paths["raw"]), paths["gate"], settings.expectations_dir, paths["reports"], settings.max_bad_row_share
+        )
     except QualityGateError as exc:
         gate = json.loads((paths["gate"] / "validate_raw.json").read_text())
         report.update("validate_raw", _gate_section(gate) | {"error": str(exc)})
@@ -46,11 +49,11 @@ def _gate_section(gate: dict) -> dict:
     }
 
 
-
 def validate_transformed(run_id: str, settings: Settings | None = None) -> dict:
     import tensorflow_transform as tft
 
-    from chicago_taxi.quality.gates import QualityGateError, validate_transformed as run_gate
+    from chicago_taxi.quality.gates import QualityGateError
+    from chicago_taxi.quality.gates import validate_transformed as run_gate
 
     settings = settings or load_settings()
     paths = run_paths(settings, run_id)
@@ -67,5 +70,3 @@ def validate_transformed(run_id: str, settings: Settings | None = None) -> dict:
     section = _gate_section(result.as_dict()) | {"vocabulary_sizes": vocabulary_sizes}
     report.update("validate_transformed", section)
     return section
-
-

@@ -4,6 +4,7 @@ The library imports no BentoML: the import into BentoML's model store and `bento
 a child process (`python -m bentos.build` from the repository root, bentos/build.py), which also
 keeps BentoML's lazily loaded configuration out of a worker that already imported TensorFlow,
 GX and Airflow's task runner (it failed to initialise there)."""
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,12 @@ def bento_model_tag(model_name: str, version: str, run_id: str) -> str:
 def build_bento_for(repo_root: Path, model_name: str, version: str, run_id: str, bentoml_home: Path) -> str:
     """Import the registered MLflow version into BentoML's store and build the service; the Bento's tag."""
     plugins = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "True",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(repo_root), plugins, os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(bentoml_home),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(repo_root), plugins, os.environ.get("PYTHONPATH")])),
+    }
     cmd = [sys.executable, "-m", "bentos.build", model_name, str(version), run_id, bento_model_tag(model_name, version, run_id)]
     log.info("building bento: %s", " ".join(cmd))
     proc = subprocess.run(cmd, cwd=repo_root, env=env, capture_output=True, text=True)
@@ -49,5 +54,3 @@ def build_bento(run_id: str, settings: Settings | None = None) -> dict:
         section = {"built": True, "bento_tag": tag, "model_version": registration["version"]}
     report.update("build_bento", section)
     return section
-
-

@@ -1,6 +1,7 @@
 """The prediction service's contract: its request model, derived from the trip schema (types,
 ranges, required fields), and its answer. Plain pydantic, shared by the BentoML service, the
 benchmark's bare app and the tests."""
+
 from __future__ import annotations
 
 import logging

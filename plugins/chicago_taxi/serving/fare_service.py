@@ -15,13 +15,14 @@ Behaviour a caller can rely on:
 - The champion is re-resolved every `champion_poll_seconds` (and on `reload()`); a new version
   is loaded beside the old one and swapped in atomically, so requests never wait for a load.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ class LoadedModel:
     name: str
     version: str
     source: str  # "registry" or "bento"
-    loaded_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "alias": CHAMPION_ALIAS, "source": self.source, "loaded_at": self.loaded_at}
@@ -56,7 +57,9 @@ def champion_version(settings: Settings) -> str:
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     version = registry.champion_version(settings.model_name)
     if version is None:
-        raise LookupError(f"no version of {settings.model_name} holds the alias @{CHAMPION_ALIAS} in {settings.mlflow_tracking_uri}: run the training DAG first")
+        raise LookupError(
+            f"no version of {settings.model_name} holds the alias @{CHAMPION_ALIAS} in {settings.mlflow_tracking_uri}: run the training DAG first"
+        )
     return str(version.version)
 
 
@@ -109,7 +112,8 @@ class OnlineStoreClient:
         host, port = self.settings.redis_address.rsplit(":", 1)
         timeout = self.settings.redis_timeout_seconds
         self.store._get_provider().online_store._client = Redis(
-            host=host, port=int(port), socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 1))
+            host=host, port=int(port), socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 1)
+        )
 
     @property
     def address(self) -> str:
@@ -122,7 +126,7 @@ class OnlineStoreClient:
         if time.monotonic() < self._down_until:
             return None, None
         try:
-            values, defaulted = online_features(self.store, trips, self.settings.data_time(datetime.now(timezone.utc)))
+            values, defaulted = online_features(self.store, trips, self.settings.data_time(datetime.now(UTC)))
         except Exception as exc:  # redis.ConnectionError, TimeoutError, sqlite errors: all mean "no store"
             self.last_error = f"{type(exc).__name__}: {exc}"
             self._down_until = time.monotonic() + self.retry_seconds
@@ -188,7 +192,12 @@ class FareService:
             except Exception as exc:  # the registry is down or the version is broken: keep serving
                 self.last_reload_error = f"{type(exc).__name__}: {exc}"
                 log.warning("champion reload failed, still serving version %s: %s", before, self.last_reload_error)
-            return {"previous_version": before, "version": self.model.version, "changed": self.model.version != before, "error": self.last_reload_error}
+            return {
+                "previous_version": before,
+                "version": self.model.version,
+                "changed": self.model.version != before,
+                "error": self.last_reload_error,
+            }
 
     def start_polling(self) -> None:
         interval = self.settings.champion_poll_seconds

@@ -98,13 +98,14 @@ Failures
   flagged degraded are published only if Redis fails for the read but answers the push.
 - A publish that the broker does not acknowledge: `PublishFailed`, nothing committed.
 """
+
 from __future__ import annotations
 
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import pandas as pd
 
@@ -160,9 +161,11 @@ class BatchResult:
 
     def summary(self) -> str:
         stages = ", ".join(f"{k} {v:.3f}" for k, v in self.seconds.items())
-        return (f"group {self.group} on {self.bootstrap}: consumed {self.consumed}, valid {self.valid}, dead-lettered {self.dead_lettered} "
-                f"(bad share {self.bad_share:.1%}), alerts {self.alerts}, pushed {self.pushed_rows} row(s), predictions {self.predictions_published} "
-                f"({self.degraded_predictions} degraded), committed {self.committed}; seconds: {stages}")
+        return (
+            f"group {self.group} on {self.bootstrap}: consumed {self.consumed}, valid {self.valid}, dead-lettered {self.dead_lettered} "
+            f"(bad share {self.bad_share:.1%}), alerts {self.alerts}, pushed {self.pushed_rows} row(s), predictions {self.predictions_published} "
+            f"({self.degraded_predictions} degraded), committed {self.committed}; seconds: {stages}"
+        )
 
 
 def default_scorer(settings: Settings) -> Scorer:
@@ -174,8 +177,16 @@ def default_scorer(settings: Settings) -> Scorer:
     return service.predict
 
 
-def process_pending(settings: Settings | None = None, *, bootstrap: str | None = None, group: str | None = None,
-                    max_messages: int = 500, idle_seconds: float = 1.0, scorer: Scorer | None = None, store=None) -> BatchResult:
+def process_pending(
+    settings: Settings | None = None,
+    *,
+    bootstrap: str | None = None,
+    group: str | None = None,
+    max_messages: int = 500,
+    idle_seconds: float = 1.0,
+    scorer: Scorer | None = None,
+    store=None,
+) -> BatchResult:
     """Drain up to `max_messages` pending messages of taxi-raw-data for the group, publish the
     results, then commit. See the module docstring for the stages and guarantees."""
     total_started = time.perf_counter()
@@ -225,13 +236,21 @@ def process_pending(settings: Settings | None = None, *, bootstrap: str | None =
             publisher = Publisher(bootstrap, config.kafka_timeout)
             for record, error in rejected:
                 key = error.trip_id or record.key
-                publisher.send(RAW_TRIPS_DLQ, key, dead_letter_record(record.value, error.reason, error.errors, RAW_TRIPS, record.partition,
-                                                                       record.offset, trip_id=key))
+                publisher.send(
+                    RAW_TRIPS_DLQ,
+                    key,
+                    dead_letter_record(record.value, error.reason, error.errors, RAW_TRIPS, record.partition, record.offset, trip_id=key),
+                )
             if len(records) >= config.alert_min_messages and result.bad_share > config.max_bad_share:
                 publisher.send(ALERTS, ALERT_KIND, alert_record(result, records, config))
                 result.alerts = 1
-                log.warning("bad message share %.1f%% over %.1f%% in %d messages: alert sent to %s", 100 * result.bad_share,
-                            100 * config.max_bad_share, len(records), ALERTS)
+                log.warning(
+                    "bad message share %.1f%% over %.1f%% in %d messages: alert sent to %s",
+                    100 * result.bad_share,
+                    100 * config.max_bad_share,
+                    len(records),
+                    ALERTS,
+                )
             # per batch, not per trip: the entity keys and each view's rows as plain dicts
             keys = batch_entity_keys(trips)
             as_of = {name: rows.to_dict("records") for name, rows in pushed.as_of.items()}
@@ -261,9 +280,18 @@ def process_pending(settings: Settings | None = None, *, bootstrap: str | None =
     return result
 
 
-def drain(settings: Settings | None = None, *, bootstrap: str | None = None, group: str | None = None, max_messages: int = 500,
-          idle_seconds: float = 1.0, linger_seconds: float | None = None, max_run_seconds: float | None = None,
-          scorer: Scorer | None = None, store=None) -> dict:
+def drain(
+    settings: Settings | None = None,
+    *,
+    bootstrap: str | None = None,
+    group: str | None = None,
+    max_messages: int = 500,
+    idle_seconds: float = 1.0,
+    linger_seconds: float | None = None,
+    max_run_seconds: float | None = None,
+    scorer: Scorer | None = None,
+    store=None,
+) -> dict:
     """What one Kafka-triggered DAG run does: `process_pending` again and again while messages
     keep coming; stop once nothing arrived for `linger_seconds` (TAXI_STREAM_LINGER_SECONDS,
     default 10) or after `max_run_seconds` (TAXI_STREAM_MAX_RUN_SECONDS, default 600; the next
@@ -278,8 +306,9 @@ def drain(settings: Settings | None = None, *, bootstrap: str | None = None, gro
     batches: list[dict] = []
     last_message = time.monotonic()
     while time.monotonic() - started < limit:
-        result = process_pending(settings, bootstrap=bootstrap, group=group, max_messages=max_messages, idle_seconds=idle_seconds,
-                                 scorer=scorer, store=store)
+        result = process_pending(
+            settings, bootstrap=bootstrap, group=group, max_messages=max_messages, idle_seconds=idle_seconds, scorer=scorer, store=store
+        )
         if result.consumed:
             batches.append(result.as_dict())
             last_message = time.monotonic()

@@ -1,4 +1,5 @@
 """`python -m chicago_taxi.streaming drain|pending`: the micro-batch from a shell."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,9 @@ from chicago_taxi.streaming.publisher import PublishFailed
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chicago_taxi.streaming", description="Score what is pending on taxi-raw-data (see chicago_taxi.streaming.batch).")
+    parser = argparse.ArgumentParser(
+        prog="python -m chicago_taxi.streaming", description="Score what is pending on taxi-raw-data (see chicago_taxi.streaming.batch)."
+    )
     parser.add_argument("command", choices=["drain", "pending"])
     parser.add_argument("--bootstrap", default=None, help="broker address (default $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)")
     parser.add_argument("--group", default=None, help=f"consumer group (default $TAXI_STREAM_GROUP or {DEFAULT_STREAM_GROUP})")
@@ -30,8 +33,17 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(pending_messages(args.bootstrap, args.group)))
             return 0
         if args.until_empty:
-            print(json.dumps(drain(bootstrap=args.bootstrap, group=args.group, max_messages=args.max_messages, idle_seconds=args.idle_seconds,
-                                   linger_seconds=args.linger)))
+            print(
+                json.dumps(
+                    drain(
+                        bootstrap=args.bootstrap,
+                        group=args.group,
+                        max_messages=args.max_messages,
+                        idle_seconds=args.idle_seconds,
+                        linger_seconds=args.linger,
+                    )
+                )
+            )
         else:
             result = process_pending(bootstrap=args.bootstrap, group=args.group, max_messages=args.max_messages, idle_seconds=args.idle_seconds)
             print(json.dumps(result.as_dict()))

@@ -5,6 +5,7 @@ group) is `assign()`ed every partition at the group's committed offset (the part
 watermark when the group has none), so no group join or rebalance happens per run. Commits are
 synchronous and carry the next offset to read per partition.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,14 +34,16 @@ class Record:
 def consumer_for(bootstrap: str, group: str):
     from confluent_kafka import Consumer
 
-    return Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": group,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "log_level": 0,  # a down broker is reported once, as BrokerUnavailable, not per retry
-    })
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "log_level": 0,  # a down broker is reported once, as BrokerUnavailable, not per retry
+        }
+    )
 
 
 def partitions_of(consumer, bootstrap: str, topic: str, timeout: float) -> list[int]:
@@ -53,8 +56,10 @@ def partitions_of(consumer, bootstrap: str, topic: str, timeout: float) -> list[
     meta = metadata.topics.get(topic)
     if meta is None or meta.error is not None or not meta.partitions:
         problem = meta.error if meta is not None else "not in the metadata"
-        raise BrokerUnavailable(f"topic {topic!r} is not available on the Kafka broker at {bootstrap} ({problem}); "
-                                f"create the topics with `python -m chicago_taxi.ingest.topics create`")
+        raise BrokerUnavailable(
+            f"topic {topic!r} is not available on the Kafka broker at {bootstrap} ({problem}); "
+            f"create the topics with `python -m chicago_taxi.ingest.topics create`"
+        )
     return sorted(meta.partitions)
 
 
@@ -72,8 +77,9 @@ def positions_of(consumer, bootstrap: str, group: str, topic: str, partitions: l
             # COORDINATOR_LOAD_IN_PROGRESS while the offsets topic is being set up: retry.
             error = exc.args[0] if exc.args else None
             if error is None or not getattr(error, "retriable", lambda: False)() or time.monotonic() >= deadline:
-                raise BrokerUnavailable(f"Kafka broker at {bootstrap}: reading the committed offsets of group {group!r} "
-                                        f"on {topic} failed within {timeout:g} s: {exc}") from exc
+                raise BrokerUnavailable(
+                    f"Kafka broker at {bootstrap}: reading the committed offsets of group {group!r} on {topic} failed within {timeout:g} s: {exc}"
+                ) from exc
             time.sleep(0.2)
     try:
         result = {}
@@ -116,8 +122,16 @@ def committed_offsets(bootstrap: str | None = None, group: str | None = None, to
         consumer.close()
 
 
-def consume(consumer, bootstrap: str, topic: str, positions: dict[int, tuple[int, int, int | None]], max_messages: int,
-             idle_seconds: float, max_seconds: float, first_wait: float) -> list[Record]:
+def consume(
+    consumer,
+    bootstrap: str,
+    topic: str,
+    positions: dict[int, tuple[int, int, int | None]],
+    max_messages: int,
+    idle_seconds: float,
+    max_seconds: float,
+    first_wait: float,
+) -> list[Record]:
     """Read from the start offsets until `max_messages`, every partition at its high watermark,
     `idle_seconds` without a message (`first_wait` for the first one: the watermarks say
     messages are there, a cold fetch must not end the run empty) or `max_seconds`."""
@@ -151,8 +165,15 @@ def consume(consumer, bootstrap: str, topic: str, positions: dict[int, tuple[int
         last_message = time.monotonic()
         key = msg.key()
         stamp_type, stamp = msg.timestamp()
-        records.append(Record(msg.partition(), msg.offset(), None if key is None else key.decode("utf-8", "replace"), msg.value(),
-                               stamp if stamp_type != 0 and stamp >= 0 else None))
+        records.append(
+            Record(
+                msg.partition(),
+                msg.offset(),
+                None if key is None else key.decode("utf-8", "replace"),
+                msg.value(),
+                stamp if stamp_type != 0 and stamp >= 0 else None,
+            )
+        )
         if msg.offset() + 1 >= todo.get(msg.partition(), float("inf")):
             todo.pop(msg.partition(), None)
     if not records and last_error is not None:
@@ -167,8 +188,9 @@ def commit(consumer, bootstrap: str, topic: str, offsets: dict[int, int], timeou
     try:
         result = consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in sorted(offsets.items())], asynchronous=False)
     except KafkaException as exc:
-        raise CommitFailed(f"committing offsets {offsets} of {topic} on {bootstrap} failed (the results are published; "
-                           f"the messages will be processed again): {exc}") from exc
+        raise CommitFailed(
+            f"committing offsets {offsets} of {topic} on {bootstrap} failed (the results are published; the messages will be processed again): {exc}"
+        ) from exc
     errors = [f"partition {tp.partition}: {tp.error}" for tp in result or [] if tp.error is not None]
     if errors:
         raise CommitFailed(f"committing offsets of {topic} on {bootstrap} failed: {'; '.join(errors)}")

@@ -1,4 +1,5 @@
 """Publishing one batch's results; nothing is committed unless the broker acknowledged all."""
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,18 @@ class Publisher:
 
         self.bootstrap, self.timeout = bootstrap, timeout
         self._key = ("producer", bootstrap, timeout)
-        self.producer = cached(self._key, lambda: Producer({
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,  # acks=all, no duplicates from the producer's own retries
-            "linger.ms": 5,
-            "message.timeout.ms": int(timeout * 1000),
-            "log_level": 0,
-        }))
+        self.producer = cached(
+            self._key,
+            lambda: Producer(
+                {
+                    "bootstrap.servers": bootstrap,
+                    "enable.idempotence": True,  # acks=all, no duplicates from the producer's own retries
+                    "linger.ms": 5,
+                    "message.timeout.ms": int(timeout * 1000),
+                    "log_level": 0,
+                }
+            ),
+        )
         self.failed: list[str] = []
         self.delivered = Counter()
 
@@ -56,5 +62,7 @@ class Publisher:
         if self.failed:
             forget(self._key)
             self.producer.purge()
-            raise PublishFailed(f"publishing to the Kafka broker at {self.bootstrap} failed for {len(self.failed)} message(s), "
-                                f"offsets not committed: {self.failed[0]}")
+            raise PublishFailed(
+                f"publishing to the Kafka broker at {self.bootstrap} failed for {len(self.failed)} message(s), "
+                f"offsets not committed: {self.failed[0]}"
+            )

@@ -1,8 +1,9 @@
 """The records the stream publishes: a prediction per trip (taxi-predictions), the features it
 was scored with (taxi-features), and a bad-share alert per batch (taxi-alerts)."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 
@@ -35,7 +36,7 @@ def alert_record(result, records: list[Record], config: StreamConfig) -> dict:
         "reasons": result.dead_letter_reasons,
         "offsets": {str(p): {"first": lo, "last": hi} for p, (lo, hi) in sorted(spans.items())},
         "dead_letter_topic": RAW_TRIPS_DLQ,
-        "at": iso(datetime.now(timezone.utc)),
+        "at": iso(datetime.now(UTC)),
     }
 
 
@@ -73,7 +74,9 @@ def features_record(trip: dict, record: Record, pushed: PushOutcome, keys: dict,
         views[view.name] = {
             "entity": {view.entity: row[view.entity] if isinstance(row[view.entity], str) else json_default(row[view.entity])},
             "as_of": None if missing else iso(as_of),
-            "values": None if missing else {f: int(row[f]) if schema.FEATURE_SPECS[f].dtype == "int64" else json_default(row[f]) for f in view.features},
+            "values": None
+            if missing
+            else {f: int(row[f]) if schema.FEATURE_SPECS[f].dtype == "int64" else json_default(row[f]) for f in view.features},
             "pushed": not missing and (view.name, row[view.entity], as_of) in pushed.pushed_keys,
         }
     return {

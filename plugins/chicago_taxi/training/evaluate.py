@@ -1,4 +1,5 @@
 """Holdout metrics, the per-mile tariff baseline, the promotion rule and the evaluation plots."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -43,13 +44,17 @@ class TariffBaseline:
     per_second: float
 
     @classmethod
-    def fit(cls, trips: pd.DataFrame) -> "TariffBaseline":
+    def fit(cls, trips: pd.DataFrame) -> TariffBaseline:
         design = np.column_stack([np.ones(len(trips)), trips["trip_miles"].astype(float), trips["trip_seconds"].astype(float)])
         coef, *_ = np.linalg.lstsq(design, trips[schema.LABEL].astype(float).to_numpy(), rcond=None)
         return cls(*map(float, coef))
 
     def predict(self, trips: pd.DataFrame) -> np.ndarray:
-        return self.intercept + self.per_mile * trips["trip_miles"].astype(float).to_numpy() + self.per_second * trips["trip_seconds"].astype(float).to_numpy()
+        return (
+            self.intercept
+            + self.per_mile * trips["trip_miles"].astype(float).to_numpy()
+            + self.per_second * trips["trip_seconds"].astype(float).to_numpy()
+        )
 
 
 @dataclass
@@ -69,15 +74,26 @@ def decide_promotion(candidate: Metrics, baseline: Metrics, champion: Metrics | 
     ratio = candidate.rmse / baseline.rmse if baseline.rmse > 0 else float("inf")
     if ratio > max_ratio_to_baseline:
         return PromotionDecision(
-            False, False, None,
-            [f"candidate RMSE {candidate.rmse:.3f} is {ratio:.3f}x the baseline's {baseline.rmse:.3f}; at most {max_ratio_to_baseline}x is required, so nothing is registered"],
+            False,
+            False,
+            None,
+            [
+                f"candidate RMSE {candidate.rmse:.3f} is {ratio:.3f}x the baseline's {baseline.rmse:.3f}; at most {max_ratio_to_baseline}x is required, so nothing is registered"
+            ],
         )
     reasons = [f"candidate RMSE {candidate.rmse:.3f} is {ratio:.3f}x the baseline's {baseline.rmse:.3f} (limit {max_ratio_to_baseline}x)"]
     if champion is None:
         return PromotionDecision(True, True, "champion", reasons + ["no champion yet: the candidate becomes champion"])
     if candidate.rmse <= champion.rmse:
-        return PromotionDecision(True, True, "champion", reasons + [f"candidate RMSE {candidate.rmse:.3f} <= champion's {champion.rmse:.3f} on the same holdout"])
-    return PromotionDecision(True, False, "challenger", reasons + [f"candidate RMSE {candidate.rmse:.3f} > champion's {champion.rmse:.3f}: registered as challenger, champion unchanged"])
+        return PromotionDecision(
+            True, True, "champion", reasons + [f"candidate RMSE {candidate.rmse:.3f} <= champion's {champion.rmse:.3f} on the same holdout"]
+        )
+    return PromotionDecision(
+        True,
+        False,
+        "challenger",
+        reasons + [f"candidate RMSE {candidate.rmse:.3f} > champion's {champion.rmse:.3f}: registered as challenger, champion unchanged"],
+    )
 
 
 def plot_evaluation(holdout: pd.DataFrame, predicted: np.ndarray, out_dir: Path) -> list[str]:

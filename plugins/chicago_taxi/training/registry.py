@@ -2,6 +2,7 @@
 
 Uses registry aliases (`champion`, `challenger`), never the deprecated stages.
 """
+
 from __future__ import annotations
 
 import logging
@@ -11,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from chicago_taxi.core import schema
-from chicago_taxi.training.evaluate import Metrics, regression_metrics
 from chicago_taxi.model.predictor import MODEL_ARTIFACT, TRANSFORM_ARTIFACT
+from chicago_taxi.training.evaluate import Metrics, regression_metrics
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "chicago_taxi_fare"
@@ -122,7 +123,9 @@ def model_signature():
     from mlflow.types.schema import AnyType
 
     columns = [
-        ColSpec("string" if schema.COLUMNS_BY_NAME[name].kind == "string" else AnyType(), name, required=schema.COLUMNS_BY_NAME[name].required_for_scoring)
+        ColSpec(
+            "string" if schema.COLUMNS_BY_NAME[name].kind == "string" else AnyType(), name, required=schema.COLUMNS_BY_NAME[name].required_for_scoring
+        )
         for name in schema.MODEL_INPUT_COLUMNS
     ] + [ColSpec(AnyType(), name, required=False) for name in schema.STORE_FEATURES]
     return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("double", "fare")]))

@@ -4,10 +4,11 @@ Each step takes the Airflow run id, reads what earlier steps left in the run's w
 directory (`Settings.run_dir`), writes its own outputs there, records its section of the run
 report, and returns a small JSON-able dict (the task's XCom). Nothing here imports Airflow.
 """
+
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 
@@ -48,7 +49,7 @@ def transform(run_id: str, settings: Settings | None = None) -> dict:
     holdout.to_parquet(paths["splits"] / "holdout_raw.parquet", index=False)
     result = analyze_and_transform(paths["splits"] / "train_raw.parquet", paths["splits"] / "holdout_raw.parquet", paths["transform"])
     section = result.as_dict() | {
-        "holdout_starts": datetime.fromtimestamp(int(holdout[schema.TIMESTAMP].min()), timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "holdout_starts": datetime.fromtimestamp(int(holdout[schema.TIMESTAMP].min()), UTC).strftime("%Y-%m-%d %H:%M"),
     }
     run_report(settings, paths).update("transform", section)
     return section
@@ -74,10 +75,10 @@ def train(run_id: str, settings: Settings | None = None) -> dict:
 
 # ---------------------------------------------------------------- 6. evaluate
 def evaluate(run_id: str, settings: Settings | None = None) -> dict:
+    from chicago_taxi.model.network import model_filename
+    from chicago_taxi.model.predictor import FarePredictor
     from chicago_taxi.training import registry
     from chicago_taxi.training.evaluate import TariffBaseline, decide_promotion, plot_evaluation, regression_metrics
-    from chicago_taxi.model.predictor import FarePredictor
-    from chicago_taxi.model.network import model_filename
 
     settings = settings or load_settings()
     paths = run_paths(settings, run_id)
@@ -126,8 +127,13 @@ def register(run_id: str, settings: Settings | None = None) -> dict:
     evaluation = sections["evaluate"]
     decision = evaluation["decision"]
     metrics = {"rmse_ratio_to_baseline": evaluation["rmse_ratio_to_baseline"]}
-    for prefix, key in (("candidate", "candidate"), ("with_store", "with_store_features"), ("without_store", "without_store_features"),
-                        ("baseline", "baseline"), ("champion", "champion")):
+    for prefix, key in (
+        ("candidate", "candidate"),
+        ("with_store", "with_store_features"),
+        ("without_store", "without_store_features"),
+        ("baseline", "baseline"),
+        ("champion", "champion"),
+    ):
         if evaluation[key]:
             metrics |= {f"{prefix}_{k}": evaluation[key][k] for k in ("rmse", "mae", "r2")}
     params = {
@@ -160,5 +166,3 @@ def register(run_id: str, settings: Settings | None = None) -> dict:
     section = result.as_dict() | {"reasons": decision["reasons"]}
     report.update("register", section)
     return section
-
-
