@@ -2,12 +2,12 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ENV := source scripts/env.sh &&
-VENV_STAMP := .venv/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+VENV_STAMP := .venv/.installed-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(VENV_STAMP): requirements.txt
+$(VENV_STAMP): requirements.txt pyproject.toml
 	@scripts/setup_venv.sh
 	@touch $@
 
@@ -53,8 +53,17 @@ replay: venv ## replay the sample onto taxi-raw-data (REPLAY_ARGS="--rate 20 --l
 predictions: venv ## follow taxi-predictions (and the dead letters) as they arrive; Ctrl-C stops
 	@$(ENV) python -m chicago_taxi.ingest.topics watch
 
-test: init ## run the whole pytest suite (starts what it needs)
+test: init ## run the whole pytest suite (starts what it needs: Redis, Kafka, PostgreSQL, Airflow, BentoML)
 	@$(ENV) python -m pytest $(PYTEST_ARGS)
+
+test-fast: init ## unit and DAG-integrity tests only (no service; under a minute)
+	@$(ENV) python -m pytest -m "unit or dags" $(PYTEST_ARGS)
+
+lint: venv ## ruff: lint and format check of the whole tree (`make format` rewrites)
+	@$(ENV) ruff check . && $(ENV) ruff format --check .
+
+format: venv ## ruff: fix what is safe to fix and format the tree
+	@$(ENV) ruff check --fix . && $(ENV) ruff format .
 
 bench: init ## benchmark each training task on the full 15k trips
 	@$(ENV) python benchmarks/bench_training.py
@@ -78,4 +87,4 @@ clean: ## remove runtime state (Airflow DB, MLflow store, Bentos, run outputs, r
 	rm -rf var mlflow reports logs
 
 PHONY_EXTRA := serve bench-serving bench-features bench-streaming materialize services services-stop kafka kafka-stop replay predictions
-.PHONY: $(PHONY_EXTRA) help venv init run test bench airflow-ui airflow-stop mlflow-ui suites clean
+.PHONY: $(PHONY_EXTRA) help venv init run test test-fast lint format bench airflow-ui airflow-stop mlflow-ui suites clean
