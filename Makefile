@@ -81,7 +81,7 @@ mlflow-ui: venv ## MLflow UI on 127.0.0.1:5000 over the local store
 	@$(ENV) mlflow ui --host 127.0.0.1 --port $${MLFLOW_PORT:-5000} --backend-store-uri "$$MLFLOW_TRACKING_URI"
 
 suites: venv ## regenerate the GX suites under expectations/ from the schema module
-	@$(ENV) python -m chicago_taxi.quality.gates write-suites
+	@$(ENV) python -m chicago_taxi.quality.suites write-suites
 
 clean: ## remove runtime state (Airflow DB, MLflow store, Bentos, run outputs, reports)
 	rm -rf var mlflow reports logs

@@ -1,7 +1,7 @@
 """Great Expectations quality gates on raw trips (gate 1) and on transformed features (gate 2).
 
-The suites are generated from the schema module (`python -m chicago_taxi.quality.gates
-write-suites`) and versioned as files under `expectations/gx/`; a test checks the committed
+The suites are generated from the schema module (`python -m chicago_taxi.quality.suites
+write-suites`, `make suites`) and versioned as files under `expectations/gx/`; a test checks the committed
 files still match the schema. Each expectation carries a `severity` in its meta:
 
 - ``batch``: about the whole batch (a column missing or retyped, null rates); any failure stops
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from chicago_taxi.core import schema
-from chicago_taxi.core.schema import transformed_feature_kinds
 
 log = logging.getLogger(__name__)
 
@@ -76,143 +74,11 @@ class GateResult:
         return text
 
 
-# ---------------------------------------------------------------- suite definitions
-def _expectation(kind: str, severity: str, why: str, **kwargs) -> dict:
-    return {"type": kind, "kwargs": kwargs, "meta": {"severity": severity, "why": why}}
-
-
-def raw_suite_expectations() -> list[dict]:
-    """Gate 1, derived from the schema: schema adherence, types, nulls, ranges, dirty-row facts."""
-    exps = [_expectation("expect_table_row_count_to_be_between", "batch", "an empty extract means an upstream failure", min_value=1)]
-    for col in schema.COLUMNS:
-        exps.append(_expectation("expect_column_to_exist", "batch", "schema adherence", column=col.name))
-        exps.append(
-            _expectation(
-                "expect_column_values_to_be_in_type_list", "batch", f"{col.name} is a {col.kind}", column=col.name, type_list=col.pandas_types
-            )
-        )
-        if not col.nullable:
-            exps.append(_expectation("expect_column_values_to_not_be_null", "quarantine", f"{col.name} is required", column=col.name))
-        if col.min_value is not None or col.max_value is not None:
-            exps.append(
-                _expectation(
-                    "expect_column_values_to_be_between", "quarantine", col.why, column=col.name, min_value=col.min_value, max_value=col.max_value
-                )
-            )
-        if col.allowed:
-            exps.append(_expectation("expect_column_values_to_be_in_set", "quarantine", col.why, column=col.name, value_set=list(col.allowed)))
-    exps += [
-        # Distance over duration: catches the 1,710-mile trips and zero-second trips with miles.
-        _expectation(
-            "expect_column_values_to_be_between",
-            "quarantine",
-            f"no taxi averages more than {schema.MAX_SPEED_MPH:.0f} mph",
-            column=IMPLIED_SPEED,
-            min_value=0,
-            max_value=schema.MAX_SPEED_MPH,
-        ),
-        # Null rates: a sudden jump means a broken upstream feed, not dirty rows.
-        _expectation(
-            "expect_column_proportion_of_non_null_values_to_be_between",
-            "batch",
-            "company is missing on about a third of trips",
-            column="company",
-            min_value=0.4,
-        ),
-        _expectation(
-            "expect_column_proportion_of_non_null_values_to_be_between",
-            "batch",
-            "dropoff coordinates are nearly always present",
-            column="dropoff_latitude",
-            min_value=0.8,
-        ),
-        # Known dirt the model copes with: reported, never quarantined.
-        # (GX keeps one expectation per type and column, so this one is not a second "between".)
-        _expectation(
-            "expect_column_values_to_not_be_in_set", "warn", "27% of meters record no miles", column="trip_miles", value_set=[0], mostly=0.6
-        ),
-        _expectation("expect_column_values_to_not_be_null", "warn", "company is often missing", column="company", mostly=0.6),
-    ]
-    return exps
-
-
-def transformed_suite_expectations() -> list[dict]:
-    """Gate 2: every transformed feature finite, inside its id space, and vocabularies covering the data."""
-    exps = []
-    for name, (kind, size) in transformed_feature_kinds().items():
-        exps.append(_expectation("expect_column_to_exist", "batch", "transform output complete", column=name))
-        exps.append(_expectation("expect_column_values_to_not_be_null", "batch", "no NaN after transform", column=name))
-        if kind == "dense":
-            # z-scores beyond +-100 or inf mean a broken scale, not an unusual trip.
-            exps.append(
-                _expectation("expect_column_values_to_be_between", "batch", "finite, sane z-scores", column=name, min_value=-100, max_value=100)
-            )
-        elif kind == "scale":
-            low, high = schema.FARE_SCALE_RANGE
-            exps.append(
-                _expectation(
-                    "expect_column_values_to_be_between", "batch", "a multiplier inside its clip range", column=name, min_value=low, max_value=high
-                )
-            )
-        else:
-            exps.append(
-                _expectation("expect_column_values_to_be_between", "batch", "inside the id space", column=name, min_value=0, max_value=size - 1)
-            )
-    for key in schema.VOCAB_FEATURES:
-        exps.append(
-            _expectation(
-                "expect_column_values_to_be_between",
-                "batch",
-                f"vocabulary covers at least {1 - MAX_OOV_SHARE:.0%} of trips",
-                column=schema.transformed_name(key),
-                min_value=0,
-                max_value={"$PARAMETER": f"{key}_vocabulary_max_id"},
-                mostly=1 - MAX_OOV_SHARE,
-            )
-        )
-    return exps
-
-
 # ---------------------------------------------------------------- GX context
 def _context(expectations_dir: Path):
     import great_expectations as gx
 
     return gx.get_context(mode="file", project_root_dir=str(expectations_dir))
-
-
-def write_suites(expectations_dir: Path) -> list[Path]:
-    """(Re)generate the versioned suite and checkpoint files from the schema module."""
-    import great_expectations as gx
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
-
-    ctx = _context(expectations_dir)
-    datasource = ctx.data_sources.add_or_update_pandas(_DATASOURCE)
-    written = []
-    for suite_name, expectations in ((RAW_SUITE, raw_suite_expectations()), (TRANSFORMED_SUITE, transformed_suite_expectations())):
-        suite = gx.ExpectationSuite(name=suite_name, meta={"generated_by": "python -m chicago_taxi.quality.gates write-suites"})
-        for exp in expectations:
-            # add_expectation_configuration() would keep a single expect_column_to_exist.
-            suite.add_expectation(ExpectationConfiguration(**exp).to_domain_obj())
-        suite = ctx.suites.add_or_update(suite)
-        try:
-            asset = datasource.get_asset(suite_name)
-        except LookupError:
-            asset = datasource.add_dataframe_asset(suite_name)
-        try:
-            batch_definition = asset.get_batch_definition("whole_frame")
-        except KeyError:
-            batch_definition = asset.add_batch_definition_whole_dataframe("whole_frame")
-        validation = ctx.validation_definitions.add_or_update(gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite))
-        ctx.checkpoints.add_or_update(
-            gx.Checkpoint(
-                name=f"{suite_name}_gate",
-                validation_definitions=[validation],
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
-                result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW_ID]},
-            )
-        )
-        written.append(expectations_dir / "gx" / "expectations" / f"{suite_name}.json")
-    return written
 
 
 def _run_checkpoint(expectations_dir: Path, suite_name: str, frame: pd.DataFrame, parameters: dict | None = None):
@@ -376,12 +242,3 @@ def _finish(result: GateResult, out_dir: Path) -> None:
             + (f". Quarantined rows: {result.quarantine_path}" if result.quarantine_path else "")
             + (f". Data Docs: {result.data_docs}" if result.data_docs else "")
         )
-
-
-if __name__ == "__main__":
-    from chicago_taxi.core.config import load_settings
-
-    if sys.argv[1:] != ["write-suites"]:
-        sys.exit("usage: python -m chicago_taxi.quality.gates write-suites")
-    for path in write_suites(load_settings().expectations_dir):
-        print(f"wrote {path}")
