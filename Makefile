@@ -50,8 +50,11 @@ kafka-stop: ## stop Kafka
 replay: venv ## replay the sample onto taxi-raw-data (REPLAY_ARGS="--rate 20 --limit 200 --bad-share 0.05 [--legacy]")
 	@$(ENV) python -m chicago_taxi.ingest.replay $(REPLAY_ARGS)
 
-predictions: venv ## follow taxi-predictions (and the dead letters) as they arrive; Ctrl-C stops
-	@$(ENV) python -m chicago_taxi.ingest.topics watch
+predictions: venv ## follow taxi-predictions, dead letters and alerts from now on (start it before the replay; WATCH_ARGS=--from-beginning for all); Ctrl-C stops
+	@$(ENV) python -m chicago_taxi.ingest.topics watch $(WATCH_ARGS)
+
+backfill: venv ## backfill DAG from FROM to TO on the running stack (make airflow-ui), listing dates that already ran; REPROCESS=completed reruns them
+	@export TAXI_AIRFLOW_DB=postgres && $(ENV) scripts/backfill.sh $(DAG) $(FROM) $(TO)
 
 test: init ## run the whole pytest suite (starts what it needs: Redis, Kafka, PostgreSQL, Airflow, BentoML)
 	@$(ENV) python -m pytest $(PYTEST_ARGS)
@@ -86,5 +89,5 @@ suites: venv ## regenerate the GX suites under expectations/ from the schema mod
 clean: ## remove runtime state (Airflow DB, MLflow store, Bentos, run outputs, reports)
 	rm -rf var mlflow reports logs
 
-PHONY_EXTRA := serve bench-serving bench-features bench-streaming materialize services services-stop kafka kafka-stop replay predictions
+PHONY_EXTRA := backfill serve bench-serving bench-features bench-streaming materialize services services-stop kafka kafka-stop replay predictions
 .PHONY: $(PHONY_EXTRA) help venv init run test test-fast lint format bench airflow-ui airflow-stop mlflow-ui suites clean

@@ -84,16 +84,23 @@ def decide_promotion(candidate: Metrics, baseline: Metrics, champion: Metrics | 
     reasons = [f"candidate RMSE {candidate.rmse:.3f} is {ratio:.3f}x the baseline's {baseline.rmse:.3f} (limit {max_ratio_to_baseline}x)"]
     if champion is None:
         return PromotionDecision(True, True, "champion", reasons + ["no champion yet: the candidate becomes champion"])
+    ours, theirs = distinct_figures(candidate.rmse, champion.rmse)
     if candidate.rmse <= champion.rmse:
-        return PromotionDecision(
-            True, True, "champion", reasons + [f"candidate RMSE {candidate.rmse:.3f} <= champion's {champion.rmse:.3f} on the same holdout"]
-        )
+        return PromotionDecision(True, True, "champion", reasons + [f"candidate RMSE {ours} <= champion's {theirs} on the same holdout"])
     return PromotionDecision(
         True,
         False,
         "challenger",
-        reasons + [f"candidate RMSE {candidate.rmse:.3f} > champion's {champion.rmse:.3f}: registered as challenger, champion unchanged"],
+        reasons + [f"candidate RMSE {ours} > champion's {theirs}: registered as challenger, champion unchanged"],
     )
+
+
+def distinct_figures(a: float, b: float, digits: int = 3, most: int = 9) -> tuple[str, str]:
+    """`a` and `b` with 3 decimals, or with as many more (up to `most`) as it takes for two
+    different values to read differently ("2.03214 > 2.03208", never "2.032 > 2.032")."""
+    while digits < most and a != b and f"{a:.{digits}f}" == f"{b:.{digits}f}":
+        digits += 1
+    return f"{a:.{digits}f}", f"{b:.{digits}f}"
 
 
 def plot_evaluation(holdout: pd.DataFrame, predicted: np.ndarray, out_dir: Path) -> list[str]:
