@@ -24,7 +24,8 @@ import bentoml
 from fastapi import FastAPI
 from pydantic import Field
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+# The repository root (for `bentos.*`) and plugins/ (the library), in a checkout and in a built Bento alike.
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "plugins")]
 
 from bentos.middleware import JsonBodiesOnly  # noqa: E402
 from chicago_taxi.core.config import ServeConfig  # noqa: E402
