@@ -1,11 +1,11 @@
 """Streaming micro-batches: drain what is pending on `taxi-raw-data`, score it, publish the results,
 and only then commit. The Airflow task woken by the Kafka trigger calls `process_pending` once
 per run (the trigger is only a wake-up: each run drains whatever is pending, see
-/work/shared/reference/airflow-kafka-trigger-notes.md).
+the README's "Kafka-triggered runs").
 
     from chicago_taxi.streaming.batch import process_pending
     result = process_pending()            # -> BatchResult; result.as_dict() for the task's XCom/log
-    python -m chicago_taxi.streaming.batch drain --until-empty     # the same from a shell
+    python -m chicago_taxi.streaming drain --until-empty     # the same from a shell
 
 One call, in this order (each stage timed in `BatchResult.seconds`):
 
@@ -14,7 +14,7 @@ One call, in this order (each stage timed in `BatchResult.seconds`):
    partition's low watermark when the group has none), so no group join/rebalance happens per
    run. It stops at `max_messages`, after `idle_seconds` without a message, when every partition
    reached the high watermark it had when the call started, or after `TAXI_STREAM_MAX_SECONDS`.
-2. parse: `messages.parse_trip` (Chicago or legacy shape) on every message.
+2. parse: `ingest.messages.parse_trip` (Chicago or legacy shape) on every message.
 3. quality: the row-level ("quarantine") expectations of the Great Expectations raw suite
    (`expectations/gx/expectations/raw_trips.json`, the training gate's own file) on the parsed
    trips as one batch, in an ephemeral GX context (nothing written under expectations/). A row GX
@@ -33,7 +33,8 @@ One call, in this order (each stage timed in `BatchResult.seconds`):
    would let an earlier trip of the batch read a row that a later trip of the batch pushed and
    that contains the earlier trip's own fare (the store is read "now", not as of each trip).
 5. push: the statistics of the views fed by the Feast push source `company_stats_push`
-   (`company_half_hourly_stats`), see "What is pushed" below.
+   (`company_half_hourly_stats`): `features.push`, over the history and the stream log
+   of `features.stream_log` (why each row is exactly what training would join: see those modules).
 6. publish, then flush and check every delivery report (any failure raises `PublishFailed`):
    - every rejected message -> `taxi-raw-data-dlq` (`messages.dead_letter_record`: payload
      verbatim, reason, errors per field, source topic/partition/offset), keyed by its trip_id when
@@ -55,36 +56,6 @@ they were, so the next run processes the same messages again and publishes them 
 Consumers of `taxi-predictions`, `taxi-features` and the DLQ must de-duplicate: predictions and
 features by `trip_id` (keep the latest), dead letters by `source` (topic, partition, offset).
 Within one batch a trip_id seen twice is scored once (the later message wins).
-
-What is pushed (and why it is correct)
----------------------------------------
-`company_half_hourly_stats` holds, for a company at a half-hour boundary B, the trips and mean
-fare of its trips started in [B - 1 day, B) (`features.compute_view`); training joins each trip
-with the latest row at or before its start (point in time, within the 1-day TTL). So the value
-"as of a trip" never includes the trip itself or anything of its own half hour. For every valid
-trip this module computes exactly that row, with `compute_view` itself, over the union (by
-trip_id) of
-- the batch history: `TAXI_STREAM_HISTORY` (default the raw source `Settings.source_csv` that the
-  taxi_features DAG aggregates into the offline store), filtered by the same quarantine
-  expectations as the training gate, each row with the producer's stable id `trip-<row>`; a test
-  checks the result equals the offline store's rows; and
-- every trip the stream has already accepted: a small stream log kept beside the online store
-  (Redis: `chicago_taxi:stream:*` keys; SQLite online store: `stream_log.db` next to it), keyed
-  by trip_id, so a re-delivered message never counts twice, trimmed to
-  `TAXI_STREAM_LOG_RETENTION_DAYS` (default 7, the raw topic's retention).
-A replayed trip of the sample (`trip-<row>`) is therefore not counted twice; a trip the batch
-history does not have (a new id) is added to its company's later rows. Per company, the newest
-such row is pushed (`store.push`) only when it is newer than the row the online store holds: Feast's
-Redis store ignores older or same-timestamp writes and its SQLite store would overwrite newer
-ones, so this check makes both behave alike and keeps materialized rows from being replaced by
-older ones. Because the pushed row covers trips *before* the trip's half hour, a trip's own fare
-reaches the online store with the next push of its company from a later half hour (or with
-the next offline rebuild + materialization). Trips without a fare are scored but feed no
-statistic. Known limits: a row already stored for boundary B is not rewritten when a late trip
-of [B - 1 day, B) arrives (same timestamp); the next boundary's row includes it. And the
-half-hourly materialization writes newer rows computed from the offline store, which holds only
-the batch history: until the offline store also takes in streamed trips (from `taxi-features` or
-the stream log), a materialized row does not count trips that only the stream has seen.
 
 Failures
 --------
