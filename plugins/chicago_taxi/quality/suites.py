@@ -147,14 +147,14 @@ def write_suites(expectations_dir: Path) -> list[Path]:
             )
         )
         written.append(expectations_dir / "gx" / "expectations" / f"{suite_name}.json")
-    _pin_ids(expectations_dir / "gx")
+    pin_ids(expectations_dir / "gx")
     return written
 
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def _pin_ids(gx_dir: Path) -> None:
+def pin_ids(gx_dir: Path) -> None:
     """GX gives every suite, expectation, asset and definition a random id on each write; replace
     them (consistently across the files that reference them) by ids derived from where they first
     appear, so regenerating unchanged suites leaves the versioned files unchanged."""

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chicago_taxi.training.evaluate import Metrics, TariffBaseline, decide_promotion, regression_metrics
+from chicago_taxi.training.evaluate import Metrics, TariffBaseline, decide_promotion, distinct_figures, regression_metrics
 
 
 def test_regression_metrics_on_known_values():
@@ -49,3 +49,11 @@ def test_champion_moves_only_when_candidate_is_no_worse():
     worse = decide_promotion(_m(2.2), _m(4.0), _m(2.1), 0.6)
     assert better.alias == "champion" and better.promote_to_champion
     assert worse.alias == "challenger" and worse.register and not worse.promote_to_champion
+
+
+def test_reasons_show_enough_digits_to_tell_two_rmses_apart():
+    # "candidate RMSE 2.032 > champion's 2.032" read as a contradiction.
+    worse = decide_promotion(_m(2.03214), _m(4.0), _m(2.03208), 0.6)
+    assert "candidate RMSE 2.03214 > champion's 2.03208" in worse.reasons[-1]
+    assert distinct_figures(2.0, 2.0) == ("2.000", "2.000")
+    assert distinct_figures(1.5, 2.25) == ("1.500", "2.250")

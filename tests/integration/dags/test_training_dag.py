@@ -4,7 +4,6 @@ MLflow store (SQLite) and real BentoML build and serving, all under a temp dir."
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.request
@@ -12,8 +11,8 @@ import urllib.request
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DATA_CSV
 
+from fixtures.env import DATA_CSV, free_port
 from fixtures.training import MODEL, mlflow_client, run_dag
 
 
@@ -57,12 +56,6 @@ def test_champion_pyfunc_returns_finite_fares_for_raw_rows_dirty_ones_included(f
     assert np.isfinite(np.asarray(model.predict(minimal))).all()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, body: dict) -> tuple[int, dict]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
     try:
@@ -78,7 +71,7 @@ def test_built_bento_serves_the_same_fares_as_the_pyfunc(first_run, stack):
     tmp, env = stack
     tag = first_run["build_bento"]["bento_tag"]
     assert first_run["build_bento"]["built"]
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         ["bentoml", "serve", tag, "--host", "127.0.0.1", "--port", str(port)],
         env=env,

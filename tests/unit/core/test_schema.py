@@ -31,3 +31,26 @@ def test_transformed_name_uses_the_xf_suffix():
 def test_pandas_types_accept_ints_read_with_nulls_as_floats(trips):
     for col in schema.COLUMNS:
         assert str(trips[col.name].dtype) in col.pandas_types, col.name
+
+
+def test_every_store_feature_is_typed_and_its_view_shares_one_window():
+    # One source of truth: dtype, aggregation and transform come from the spec, never from a name.
+    for view in schema.STORE_VIEWS:
+        assert view.entity in schema.ENTITIES_BY_NAME, view.name
+        for spec in view.specs:
+            assert spec.dtype in ("int64", "float32") and spec.aggregation in schema.AGGREGATIONS, spec
+            assert spec.transform in ("z_score", "log_z_score", "scale") and spec.window_minutes == view.window_minutes
+    assert schema.SCALE_FEATURES == ("city_fare_index_14d",)
+    assert schema.FEATURE_SPECS["city_fare_index_14d"].default == 1.0  # an absent index changes no price
+
+
+def test_a_view_whose_features_disagree_on_the_window_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="share one window"):
+        schema.StoreView("v", "company", 30, (schema.FeatureSpec("a", "int64", "count", 60), schema.FeatureSpec("b", "float32", "mean_fare", 30)))
+
+
+def test_coordinates_fill_at_the_middle_of_their_range():
+    assert schema.range_midpoint("pickup_latitude") == sum(schema.CHICAGO_LAT) / 2
+    assert schema.range_midpoint("dropoff_longitude") == sum(schema.CHICAGO_LON) / 2

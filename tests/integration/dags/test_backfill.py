@@ -25,13 +25,13 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO_ROOT, project_env
 
 from chicago_taxi.core import schema
 from chicago_taxi.core.config import load_settings
 from chicago_taxi.features import aggregates
 from chicago_taxi.features import store as feast_store
 from fixtures.airflow import AirflowStack  # the airflow_stack_factory fixture comes from tests/conftest.py (pytest_plugins)
+from fixtures.env import REPO_ROOT, project_env
 
 HOURLY, HALF_HOURLY = "feast_materialize_hourly", "feast_materialize_half_hourly"
 DAG_START = datetime(2024, 1, 1, tzinfo=UTC)  # start_date of the materialization DAGs

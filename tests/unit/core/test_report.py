@@ -1,6 +1,5 @@
-import pytest
+"""Run reports: sections accumulate in the run's report and its copy under logs/; the summary names what failed."""
 
-from chicago_taxi.core.config import load_settings
 from chicago_taxi.core.report import RunReport, summarize
 
 
@@ -27,16 +26,3 @@ def test_summary_names_failed_expectations_and_the_stop_reason():
         }
     )
     assert "FAILED" in text and "expect_column_to_exist(fare)" in text and "STOPPED: bad-row share" in text and "/q.parquet" in text
-
-
-def test_bad_numeric_setting_names_the_variable(monkeypatch):
-    monkeypatch.setenv("TAXI_MAX_BAD_ROW_SHARE", "five percent")
-    with pytest.raises(ValueError, match="TAXI_MAX_BAD_ROW_SHARE"):
-        load_settings()
-
-
-def test_lookback_accepts_all_or_days(monkeypatch):
-    monkeypatch.setenv("TAXI_LOOKBACK_DAYS", "all")
-    assert load_settings().lookback_days is None
-    monkeypatch.setenv("TAXI_LOOKBACK_DAYS", "30")
-    assert load_settings().lookback_days == 30

@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO_ROOT, project_env, replay_offset_days_for_tests
 
 from chicago_taxi.core.config import load_settings
 from chicago_taxi.features import aggregates
 from chicago_taxi.features import store as feast_store
+from fixtures.env import REPO_ROOT, free_port, project_env, replay_offset_days_for_tests
 
 # A data-time instant well inside the sample, and the wall-clock time that replays it.
 DATA_NOW = datetime(2016, 6, 1, 12, 0, tzinfo=UTC)
@@ -157,9 +157,7 @@ def test_empty_window_materializes_nothing_and_says_so(store_settings):
 
 
 def test_redis_down_fails_with_a_clear_message(store_settings, monkeypatch):
-    from conftest import _free_port
-
-    monkeypatch.setenv("REDIS_PORT", str(_free_port()))  # nothing listens there
+    monkeypatch.setenv("REDIS_PORT", str(free_port()))  # nothing listens there
     down = load_settings()
     wall = wall_clock_for(down, DATA_NOW)
     with pytest.raises(feast_store.OnlineStoreUnavailable, match=r"Redis at 127\.0\.0\.1:\d+ failed while materializing"):

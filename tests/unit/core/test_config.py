@@ -1,0 +1,33 @@
+"""Settings from the environment: the batch settings and the stream's, each bad value named by its variable."""
+
+import pytest
+
+from chicago_taxi.core import config as core_config
+from chicago_taxi.core.config import load_settings
+
+
+def test_bad_numeric_setting_names_the_variable(monkeypatch):
+    monkeypatch.setenv("TAXI_MAX_BAD_ROW_SHARE", "five percent")
+    with pytest.raises(ValueError, match="TAXI_MAX_BAD_ROW_SHARE"):
+        load_settings()
+
+
+def test_lookback_accepts_all_or_days(monkeypatch):
+    monkeypatch.setenv("TAXI_LOOKBACK_DAYS", "all")
+    assert load_settings().lookback_days is None
+    monkeypatch.setenv("TAXI_LOOKBACK_DAYS", "30")
+    assert load_settings().lookback_days == 30
+
+
+def test_config_reads_the_environment_and_names_a_bad_value(monkeypatch):
+    monkeypatch.setenv("TAXI_STREAM_GROUP", "g1")
+    monkeypatch.setenv("TAXI_STREAM_GX", "off")
+    monkeypatch.setenv("TAXI_STREAM_MAX_BAD_SHARE", "0.5")
+    config = core_config.StreamConfig.from_env()
+    assert (config.group, config.use_gx, config.max_bad_share) == ("g1", False, 0.5)
+    monkeypatch.setenv("TAXI_STREAM_MAX_BAD_SHARE", "lots")
+    with pytest.raises(ValueError, match="TAXI_STREAM_MAX_BAD_SHARE"):
+        core_config.StreamConfig.from_env()
+    monkeypatch.delenv("TAXI_STREAM_GROUP")
+    monkeypatch.delenv("TAXI_STREAM_MAX_BAD_SHARE")
+    assert core_config.StreamConfig.from_env().group == "taxi-scoring"

@@ -1,0 +1,35 @@
+"""The records a micro-batch publishes, built without a broker."""
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from chicago_taxi.features import push, stream_log
+from chicago_taxi.streaming import kafka_io, records
+from fixtures.trips import COMPANY_VIEW, B, trip_dict
+
+
+def test_features_record_holds_the_row_as_of_the_trip():
+    rows = stream_log.stats_as_of(
+        pd.DataFrame([trip_dict("x3", B + 300, 40.0)]), pd.DataFrame([trip_dict("x1", B - 3600, 10.0), trip_dict("x3", B + 300, 40.0)]), COMPANY_VIEW
+    )
+    outcome = push.PushOutcome(as_of={COMPANY_VIEW.name: rows}, pushed_keys={(COMPANY_VIEW.name, "A", rows["event_timestamp"][0])})
+    trip = trip_dict("x3", B + 300, 40.0)
+    record = records.features_record(
+        trip,
+        kafka_io.Record(2, 7, "x3", b"{}", 1_700_000_000_000),
+        outcome,
+        records.batch_entity_keys([trip])[0],
+        {COMPANY_VIEW.name: rows.to_dict("records")[0]},
+    )
+    view = record["feature_views"][COMPANY_VIEW.name]
+    assert view == {
+        "entity": {"company": "A"},
+        "as_of": "2014-05-13T16:30:00.000Z",  # x1 made the row at B - 30 min
+        "values": {"company_trips_1d": 1, "company_fare_1d": 10.0},
+        "pushed": True,
+    }
+    assert record["source"] == {"topic": "taxi-raw-data", "partition": 2, "offset": 7}
+    json.dumps(record)
+    assert np.isfinite(record["produced_at_ms"])
