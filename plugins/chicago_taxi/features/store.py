@@ -129,7 +129,7 @@ def apply_definitions(settings: Settings | None = None) -> dict:
     with registry_lock(settings):
         store = feature_store(settings)
         store.apply(objects)
-    return {"applied": sorted(f"{type(o).__name__}:{o.name}" for o in objects), "registry": os.environ["FEAST_REGISTRY_PATH"]}
+    return {"applied": sorted(f"{type(o).__name__}:{o.name}" for o in objects), "registry": str(settings.feast_dir / "registry.db")}
 
 
 # ---------------------------------------------------------------- materialization
