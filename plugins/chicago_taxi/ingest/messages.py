@@ -19,6 +19,10 @@ from typing import Any
 from chicago_taxi.core.schema import COLUMNS, LABEL, RAW_COLUMN_NAMES, TIMESTAMP, Column
 
 TRIP_ID = "trip_id"
+# Longest trip id and string value accepted: ids become Kafka and Redis keys; Chicago's company
+# names are under 60 characters.
+MAX_ID_LENGTH = 200
+MAX_STRING_LENGTH = 200
 # Needed to score the trip, plus its event time (windows, pushes to the feature store).
 REQUIRED_COLUMNS = tuple(c.name for c in COLUMNS if c.required_for_scoring) + (TIMESTAMP,)
 
@@ -67,8 +71,10 @@ def _decode(raw: bytes | bytearray | str | None) -> dict:
             raise InvalidMessage("not JSON", [{"field": "(message)", "problem": f"not UTF-8 text: {exc}"}]) from exc
     try:
         obj = json.loads(raw, parse_constant=_reject_constant)
-    except ValueError as exc:
-        raise InvalidMessage("not JSON", [{"field": "(message)", "problem": f"{exc} in {_preview(raw)}"}]) from exc
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: nesting deeper than the interpreter's stack (a trip is one flat object).
+        problem = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise InvalidMessage("not JSON", [{"field": "(message)", "problem": f"{problem} in {_preview(raw)}"}]) from exc
     if not isinstance(obj, dict):
         raise InvalidMessage("not a JSON object", [{"field": "(message)", "problem": f"got a JSON {type(obj).__name__}: {_preview(raw)}"}])
     return obj
@@ -78,24 +84,55 @@ def _preview(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """`repr(value)` for an error message, cut short (a value may be megabytes of digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    """A finite number that fits a float (JSON integers of 309 or more digits do not)."""
+    try:
+        return _is_number(value) and math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _text_problem(value: str, limit: int) -> str | None:
+    """Why a string cannot travel on as a key or a value: too long, or not encodable as UTF-8
+    (a lone surrogate from a JSON escape such as "\\ud800")."""
+    if len(value) > limit:
+        return f"{len(value)} characters, at most {limit} allowed: {_preview(value)}"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"not valid Unicode text (a lone surrogate): {ascii(value[:60])}"
+    return None
 
 
 def _check_column(column: Column, value: Any) -> tuple[Any, str | None]:
     """The value converted to the column's kind, or the problem with it."""
     if column.kind == "string":
         if not isinstance(value, str):
-            return None, f"expected a string, got {value!r}"
+            return None, f"expected a string, got {_shown(value)}"
+        problem = _text_problem(value, MAX_STRING_LENGTH)
+        if problem:
+            return None, problem
         if column.allowed is not None and value not in column.allowed:
-            return None, f"{value!r} is not one of {', '.join(column.allowed)}"
+            return None, f"{_shown(value)} is not one of {', '.join(column.allowed)}"
         return value, None
-    if not _is_number(value) or not math.isfinite(value):
-        return None, f"expected {'an integer' if column.kind == 'int' else 'a number'}, got {value!r}"
+    if not _is_finite(value):
+        return None, f"expected {'an integer' if column.kind == 'int' else 'a number'}, got {_shown(value)}"
     original = value
     if column.kind == "int":
         if isinstance(value, float) and not value.is_integer():
-            return None, f"expected an integer, got {value!r}"
+            return None, f"expected an integer, got {_shown(value)}"
         value = int(value)
     else:
         value = float(value)
@@ -103,19 +140,19 @@ def _check_column(column: Column, value: Any) -> tuple[Any, str | None]:
     high = "inf" if column.max_value is None else f"{column.max_value:g}"
     allowed = f"allowed [{low}, {high}]" + (f": {column.why}" if column.why else "")
     if column.min_value is not None and value < column.min_value:
-        return None, f"{original!r} is below the minimum ({allowed})"
+        return None, f"{_shown(original)} is below the minimum ({allowed})"
     if column.max_value is not None and value > column.max_value:
-        return None, f"{original!r} is above the maximum ({allowed})"
+        return None, f"{_shown(original)} is above the maximum ({allowed})"
     return value, None
 
 
 def _parse_iso(value: Any) -> tuple[datetime | None, str | None]:
     if not isinstance(value, str):
-        return None, f"expected an ISO 8601 date-time string, got {value!r}"
+        return None, f"expected an ISO 8601 date-time string, got {_shown(value)}"
     try:
         return datetime.fromisoformat(value.strip()), None
     except ValueError:
-        return None, f"{value!r} is not an ISO 8601 date-time"
+        return None, f"{_shown(value)} is not an ISO 8601 date-time"
 
 
 def _wall_clock_epoch(moment: datetime) -> int:
@@ -193,8 +230,9 @@ def from_legacy(message: dict) -> dict:
 
 
 def _trip_id_or_none(message: dict) -> str | None:
+    """The message's trip id when it can serve as a key: a non-empty, encodable, bounded string."""
     value = message.get(TRIP_ID)
-    return value if isinstance(value, str) and value.strip() else None
+    return value if isinstance(value, str) and value.strip() and _text_problem(value, MAX_ID_LENGTH) is None else None
 
 
 def _reason(errors: list[dict[str, str]]) -> str:
@@ -211,7 +249,13 @@ def parse_trip(raw: bytes | bytearray | str | None) -> dict:
     errors: list[dict[str, str]] = []
     trip_id = _trip_id_or_none(message)
     if trip_id is None:
-        problem = "missing" if TRIP_ID not in message else f"expected a non-empty string, got {message[TRIP_ID]!r}"
+        value = message.get(TRIP_ID)
+        if TRIP_ID not in message:
+            problem = "missing"
+        elif isinstance(value, str) and value.strip():
+            problem = _text_problem(value, MAX_ID_LENGTH)
+        else:
+            problem = f"expected a non-empty string, got {_shown(value)}"
         errors.append({"field": TRIP_ID, "problem": problem})
     legacy = is_legacy(message)
     if legacy:
@@ -241,10 +285,10 @@ def parse_trip(raw: bytes | bytearray | str | None) -> dict:
             if name not in row:
                 continue
             value = row[name]
-            if value is None or (_is_number(value) and float(value).is_integer() and value >= 0):
+            if value is None or (_is_finite(value) and float(value).is_integer() and 0 <= value <= 1000):
                 result[name] = None if value is None else int(value)
             else:
-                errors.append({"field": name, "problem": f"expected a non-negative integer, got {value!r}"})
+                errors.append({"field": name, "problem": f"expected a non-negative integer, got {_shown(value)}"})
     if errors:
         raise InvalidMessage(_reason(errors), errors, trip_id=trip_id)
     return result

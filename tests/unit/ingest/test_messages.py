@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chicago_taxi.core import schema
 from chicago_taxi.ingest.messages import InvalidMessage, chicago_weekday, dead_letter_record, from_legacy, parse_trip
@@ -234,3 +236,63 @@ def test_legacy_passenger_count_must_be_a_non_negative_integer():
     assert fields(rejected(json.dumps({**legacy, "passenger_count": -1}))) == ["passenger_count"]
     assert fields(rejected(json.dumps({**legacy, "passenger_count": "two"}))) == ["passenger_count"]
     assert parse_trip(json.dumps({**legacy, "passenger_count": None}))["passenger_count"] is None
+
+
+# ---------------------------------------------------------------- hostile input (whatever the bytes)
+def _parses_or_is_refused(raw) -> dict | None:
+    """The parser's contract: a trip, or its own InvalidMessage; any other exception fails the test."""
+    try:
+        trip = parse_trip(raw)
+    except InvalidMessage as exc:
+        assert exc.reason and all(e["field"] and e["problem"] for e in exc.errors), exc
+        assert exc.trip_id is None or exc.trip_id.encode("utf-8")
+        return None
+    assert trip["trip_id"].encode("utf-8") and len(trip["trip_id"]) <= 200
+    for value in trip.values():
+        if isinstance(value, str):
+            value.encode("utf-8")  # every string can become a Kafka or Redis key
+    return trip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_any_bytes_give_a_trip_or_an_invalid_message(raw):
+    _parses_or_is_refused(raw)
+
+
+_FIELDS = ["trip_id", *schema.RAW_COLUMN_NAMES, "pickup_datetime", "dropoff_datetime", "trip_distance", "fare_amount", "passenger_count"]
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(min_value=10**300, max_value=10**400) | st.floats() | st.text(st.characters(exclude_categories=()), max_size=50),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=5,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(_FIELDS), _VALUES, max_size=len(_FIELDS)))
+def test_any_json_object_of_trip_fields_gives_a_trip_or_an_invalid_message(message):
+    _parses_or_is_refused(json.dumps(message))  # ensure_ascii: lone surrogates travel as \ud800 escapes
+
+
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda m: m | {"trip_miles": 10**400}, "trip_miles"),  # 401 digits: no float holds it (OverflowError)
+        (lambda m: m | {"trip_id": "\ud800abc"}, "trip_id"),  # a lone surrogate cannot become a Kafka key
+        (lambda m: m | {"trip_id": "x" * 201}, "trip_id"),
+        (lambda m: m | {"company": "\udfff"}, "company"),
+        (lambda m: m | {"company": "C" * 5000}, "company"),
+    ],
+)
+def test_hostile_values_are_refused_naming_the_field(mutate, field):
+    with pytest.raises(InvalidMessage) as caught:
+        parse_trip(json.dumps(mutate(dict(GOOD))))
+    assert [e["field"] for e in caught.value.errors] == [field]
+    assert len(str(caught.value)) < 1000  # a refused value is quoted, not copied whole
+
+
+def test_json_too_large_or_too_deep_is_not_json():
+    for raw in ('{"trip_miles": ' + "9" * 5000 + "}", "[" * 100_000 + "]" * 100_000):
+        with pytest.raises(InvalidMessage) as caught:
+            parse_trip(raw)
+        assert caught.value.reason == "not JSON" and len(str(caught.value)) < 1000
