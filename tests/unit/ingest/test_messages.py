@@ -262,7 +262,12 @@ def test_any_bytes_give_a_trip_or_an_invalid_message(raw):
 
 _FIELDS = ["trip_id", *schema.RAW_COLUMN_NAMES, "pickup_datetime", "dropoff_datetime", "trip_distance", "fare_amount", "passenger_count"]
 _VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.integers(min_value=10**300, max_value=10**400) | st.floats() | st.text(st.characters(exclude_categories=()), max_size=50),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**300, max_value=10**400)
+    | st.floats()
+    | st.text(st.characters(exclude_categories=()), max_size=50),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=5,
 )
