@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -56,8 +57,7 @@ class RedisStreamLog:
         )
 
     def _keys(self, entity: str, value) -> tuple[str, str]:
-        index = f"{self.PREFIX}:{entity}:{value}"
-        return index, f"{index}:trips"
+        return redis_keys(self.PREFIX, entity, value)
 
     def add(self, rows: pd.DataFrame, entities: list[str], retention_seconds: float) -> None:
         keys = entity_keys(rows)
@@ -133,6 +133,13 @@ class SqliteStreamLog:
         marks = ",".join("?" * len(values))
         cursor = self.db.execute(f"SELECT record FROM {self.TABLE} WHERE {spec.name} IN ({marks}) AND ts BETWEEN ? AND ?", (*values, start, end))
         return pd.DataFrame([json.loads(r) for (r,) in cursor], columns=list(LOG_COLUMNS))
+
+
+def redis_keys(prefix: str, entity: str, value) -> tuple[str, str]:
+    """The sorted-set and hash keys of one entity value. The value is percent-encoded, so no value
+    (a company named "X:trips", say) can produce another value's key."""
+    index = f"{prefix}:{entity}:{quote(str(value), safe='', errors='surrogatepass')}"
+    return index, f"{index}:trips"
 
 
 def open_stream_log(settings: Settings):

@@ -11,6 +11,7 @@ dead-letter topic stores.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 from datetime import UTC, datetime
@@ -294,6 +295,14 @@ def parse_trip(raw: bytes | bytearray | str | None) -> dict:
     return result
 
 
+# A dead letter keeps at most this much of its payload (Kafka refuses messages past ~1 MB, and a
+# dead letter must always be publishable); `payload_bytes` and `payload_sha256` identify the whole.
+DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
+# Each error's text is cut to this many characters, and at most this many errors are kept.
+DEAD_LETTER_PROBLEM_CHARS = 500
+DEAD_LETTER_MAX_ERRORS = 50
+
+
 def dead_letter_record(
     raw: bytes | bytearray | str | None,
     reason: str,
@@ -304,29 +313,44 @@ def dead_letter_record(
     trip_id: str | None = None,
     failed_at: datetime | None = None,
 ) -> dict:
-    """What the dead-letter topic stores for a rejected message (JSON-serializable).
+    """What the dead-letter topic stores for a rejected message (JSON-serializable, bounded).
 
-    The payload is kept verbatim as text, or base64 when it is not UTF-8, so it can be replayed.
+    The payload is kept verbatim as text, or base64 when it is not UTF-8, so it can be replayed;
+    past `DEAD_LETTER_PAYLOAD_BYTES` only its head is kept (`payload_truncated`), with the whole
+    message's size and sha256.
     """
-    if raw is None:
-        payload, encoding = None, None
-    elif isinstance(raw, str):
-        payload, encoding = raw, "utf-8"
-    else:
-        try:
-            payload, encoding = bytes(raw).decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            payload, encoding = base64.b64encode(bytes(raw)).decode("ascii"), "base64"
+    data = None if raw is None else raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    payload = encoding = digest = None
+    if data is not None:
+        digest = hashlib.sha256(data).hexdigest()
+        head = data[:DEAD_LETTER_PAYLOAD_BYTES]
+        if _is_utf8(data):
+            # "ignore": a cut may split the last character; drop it rather than base64 a text message.
+            payload, encoding = head.decode("utf-8", "ignore"), "utf-8"
+        else:
+            payload, encoding = base64.b64encode(head).decode("ascii"), "base64"
     moment = failed_at or datetime.now(UTC)
+    kept = [{k: str(v)[:DEAD_LETTER_PROBLEM_CHARS] for k, v in e.items()} for e in (errors or [])[:DEAD_LETTER_MAX_ERRORS]]
     return {
         "trip_id": trip_id,
-        "reason": reason,
-        "errors": [dict(e) for e in (errors or [])],
+        "reason": str(reason)[:DEAD_LETTER_PROBLEM_CHARS],
+        "errors": kept,
         "payload": payload,
         "payload_encoding": encoding,
+        "payload_bytes": None if data is None else len(data),
+        "payload_sha256": digest,
+        "payload_truncated": data is not None and len(data) > DEAD_LETTER_PAYLOAD_BYTES,
         "source": {"topic": topic, "partition": partition, "offset": offset},
         "failed_at": moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def trip_id_for(row_index: int) -> str:

@@ -94,6 +94,7 @@ from chicago_taxi.streaming.records import ALERT_KIND, alert_record, batch_entit
 log = logging.getLogger(__name__)
 
 QUALITY_REASON = "failed quality expectations"
+PARSER_FAILURE = "the parser failed on this message"
 Scorer = Callable[[list[dict]], list[dict]]
 
 STAGES = ("consume", "parse", "quality", "score", "push", "publish", "commit")
@@ -320,6 +321,10 @@ def _parse(records: list[Record]) -> tuple[list[tuple[dict, Record]], list[tuple
             valid.append((parse_trip(record.value), record))
         except InvalidMessage as exc:
             rejected.append((record, exc))
+        except Exception as exc:  # noqa: BLE001 - one message must never fail the batch: it is dead-lettered with the error
+            log.exception("parsing the message at %s[%d]@%d failed unexpectedly", RAW_TRIPS, record.partition, record.offset)
+            problem = f"{type(exc).__name__}: {exc}"[:500]
+            rejected.append((record, InvalidMessage(PARSER_FAILURE, [{"field": "(message)", "problem": problem}])))
     return valid, rejected
 
 

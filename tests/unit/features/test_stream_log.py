@@ -70,3 +70,11 @@ def test_known_trips_count_a_replayed_trip_once():
 
     known = stream_log.known_trips(eligible, eligible, history, Log(), COMPANY_VIEW)
     assert sorted(known["trip_id"]) == ["new-1", "trip-00001"]
+
+
+def test_redis_keys_of_different_entity_values_never_collide():
+    # A company named "X:trips" used to get the hash key of company "X" (WRONGTYPE in Redis).
+    values = ["X", "X:trips", "X%3Atrips", "a b", "é", "\ud800", 7, "7"]
+    keys = [key for value in values for key in stream_log.redis_keys("p", "company", value)]
+    assert len(set(keys[:-2])) == len(keys) - 2  # 7 and "7" are the same key on purpose (str of the value)
+    assert stream_log.redis_keys("p", "company", "X:trips")[0] == "p:company:X%3Atrips"

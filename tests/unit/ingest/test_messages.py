@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime
 
@@ -301,3 +302,14 @@ def test_json_too_large_or_too_deep_is_not_json():
         with pytest.raises(InvalidMessage) as caught:
             parse_trip(raw)
         assert caught.value.reason == "not JSON" and len(str(caught.value)) < 1000
+
+
+def test_a_dead_letter_is_bounded_whatever_the_message():
+    huge = json.dumps({"trip_id": "t", "company": "é" * 2_000_000}).encode()  # 4 MB: past Kafka's 1 MB limit
+    record = dead_letter_record(huge, "x" * 10_000, [{"field": "company", "problem": "p" * 10_000}] * 500, "taxi-raw-data", 2, 7, trip_id="t")
+    assert len(json.dumps(record)) < 200_000
+    assert record["payload_truncated"] and record["payload_bytes"] == len(huge) and record["payload_encoding"] == "utf-8"
+    assert record["payload_sha256"] == hashlib.sha256(huge).hexdigest()
+    assert huge.decode().startswith(record["payload"]) and len(record["errors"]) == 50
+    small = dead_letter_record(b"\xff\x00binary", "not JSON", [], "taxi-raw-data", 0, 1)
+    assert not small["payload_truncated"] and small["payload_bytes"] == 8

@@ -102,3 +102,19 @@ def test_broker_down_fails_fast_naming_the_address(monkeypatch):
     assert time.monotonic() - started < 10
     with pytest.raises(topics.BrokerUnavailable, match=address):
         kafka_io.pending_messages(bootstrap=address, timeout=1)
+
+
+def test_a_message_the_parser_fails_on_is_dead_lettered_not_raised(monkeypatch):
+    # The parser's own contract is InvalidMessage (tests/unit/ingest/test_messages.py); should a
+    # bug break it, the one message is dead-lettered with the error and the batch goes on.
+    def parse(raw):
+        if raw == b"poison":
+            raise RecursionError("maximum recursion depth exceeded")
+        return {"trip_id": raw.decode()}
+
+    monkeypatch.setattr(batch, "parse_trip", parse)
+    records = [kafka_io.Record(0, offset, None, value, None) for offset, value in enumerate([b"a", b"poison", b"b"])]
+    valid, rejected = batch._parse(records)
+    assert [trip["trip_id"] for trip, _ in valid] == ["a", "b"]
+    ((record, error),) = rejected
+    assert record.offset == 1 and error.reason == batch.PARSER_FAILURE and "RecursionError" in error.errors[0]["problem"]
