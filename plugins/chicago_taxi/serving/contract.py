@@ -5,6 +5,7 @@ benchmark's bare app and the tests."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
@@ -33,23 +34,56 @@ def _trip_fields() -> dict:
     return fields
 
 
-def _accept_legacy(cls, data):
-    """The legacy upstream shape (SPEC: pickup_datetime, trip_distance, fare_amount, ...) is
-    mapped onto the Chicago columns before validation; Chicago-shaped trips pass unchanged."""
+# The calendar fields that `trip_start_timestamp` determines, and how (Chicago wall-clock time
+# read as UTC, as the data stores it; weekday 1 = Sunday).
+DERIVED_FROM_TIMESTAMP = ("trip_start_hour", "trip_start_day", "trip_start_month")
+
+
+def calendar_fields(timestamp: int) -> dict[str, int]:
+    """hour, weekday (1 = Sunday) and month of a trip start (epoch seconds of Chicago wall-clock time)."""
+    from chicago_taxi.ingest.messages import chicago_weekday
+
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return {"trip_start_hour": moment.hour, "trip_start_day": chicago_weekday(moment), "trip_start_month": moment.month}
+
+
+def _normalize(cls, data):
+    """Before validation: the legacy upstream shape (SPEC: pickup_datetime, trip_distance,
+    fare_amount, ...) is mapped onto the Chicago columns; and the hour, weekday and month a
+    `trip_start_timestamp` determines are derived when absent, and must agree with it when sent."""
     from chicago_taxi.ingest.messages import from_legacy, is_legacy
 
-    if isinstance(data, dict) and is_legacy(data):
-        return from_legacy(data)
+    if not isinstance(data, dict):
+        return data
+    if is_legacy(data):
+        data = from_legacy(data)
+    stamp = data.get(schema.TIMESTAMP)
+    column = schema.COLUMNS_BY_NAME[schema.TIMESTAMP]
+    if isinstance(stamp, int) and not isinstance(stamp, bool) and column.min_value <= stamp <= column.max_value:
+        derived = calendar_fields(stamp)
+        disagree = [f"{name}={data[name]!r} (the timestamp says {value})" for name, value in derived.items() if data.get(name) not in (None, value)]
+        if disagree:
+            raise ValueError(f"{', '.join(disagree)} disagree(s) with trip_start_timestamp={stamp}; send matching values or leave them out")
+        data = {**data, **{name: value for name, value in derived.items() if data.get(name) is None}}
     return data
 
 
 # One request field per model input, with the schema's types and ranges, plus an optional
-# `trip_id` echoed in the answer; extra fields are ignored.
+# `trip_id` echoed in the answer and the optional start timestamp; extra fields are ignored.
 TripRequest: type[BaseModel] = create_model(
     "TripRequest",
     __config__=ConfigDict(extra="ignore"),
-    __validators__={"accept_legacy": model_validator(mode="before")(classmethod(_accept_legacy))},
+    __validators__={"normalize": model_validator(mode="before")(classmethod(_normalize))},
     trip_id=(str | None, Field(None, description="caller's id for the trip, echoed in the answer", max_length=200)),
+    trip_start_timestamp=(
+        int | None,
+        Field(
+            None,
+            description="trip start, epoch seconds of Chicago wall-clock time; trip_start_hour, _day and _month are derived from it when absent",
+            ge=schema.COLUMNS_BY_NAME[schema.TIMESTAMP].min_value,
+            le=schema.COLUMNS_BY_NAME[schema.TIMESTAMP].max_value,
+        ),
+    ),
     **_trip_fields(),
 )
 

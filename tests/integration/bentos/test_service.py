@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -193,6 +194,24 @@ def test_unknown_entities_are_answered_with_defaults_and_named(service, valid_tr
     assert status == 200
     assert {"company_trips_1d", "company_fare_1d"} <= set(answer["features_defaulted"])
     assert answer["degraded"] is False and answer["fare"] >= 3.25
+
+
+def readme_curl_requests() -> list[tuple[str, str]]:
+    """(path, JSON body) of every `curl ... -X POST http://127.0.0.1:3000/<path> ... -d '<body>'`
+    in README.md, the body exactly as printed (it may span lines)."""
+    text = (REPO_ROOT / "README.md").read_text()
+    found = re.findall(r"curl [^\n]*?-X POST http://127\.0\.0\.1:3000(/\S+)[^\n]*?-d '(.*?)'", text, flags=re.S)
+    assert found, "README.md has no curl request example"
+    return found
+
+
+def test_every_request_example_in_the_readme_is_answered_as_documented(service):
+    for path, body in readme_curl_requests():
+        status, answer = _post(f"{service.url}{path}", None, raw=body.encode())
+        assert status == 200, (path, body, answer)
+        # README: -> {"fare": <dollars>, "model_version": "1", "features_defaulted": [...], "degraded": false, "trip_id": null}
+        assert set(answer) == {"fare", "model_version", "features_defaulted", "degraded", "trip_id"}, answer
+        assert answer["fare"] >= 3.25 and answer["degraded"] is False and answer["trip_id"] is None, answer
 
 
 def test_legacy_message_shape_is_mapped_onto_the_chicago_columns(service):
