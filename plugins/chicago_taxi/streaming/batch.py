@@ -87,9 +87,17 @@ from chicago_taxi.features.push import PushOutcome, push_features
 from chicago_taxi.ingest.messages import TRIP_ID, InvalidMessage, dead_letter_record, parse_trip
 from chicago_taxi.ingest.topics import ALERTS, FEATURES, PREDICTIONS, RAW_TRIPS, RAW_TRIPS_DLQ, bootstrap_servers
 from chicago_taxi.quality.rows import GxRowValidator, failed_rows_pandas, quarantine_expectations
-from chicago_taxi.streaming.kafka_io import Record, commit, consume, consumer_for, partitions_of, positions_of
+from chicago_taxi.streaming.kafka_io import Record, commit, consume, consumer_for, offset_gaps, partitions_of, positions_of
 from chicago_taxi.streaming.publisher import Publisher
-from chicago_taxi.streaming.records import ALERT_KIND, alert_record, batch_entity_keys, features_record, prediction_record
+from chicago_taxi.streaming.records import (
+    ALERT_KIND,
+    GAP_ALERT_KIND,
+    alert_record,
+    batch_entity_keys,
+    features_record,
+    gap_alert_record,
+    prediction_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +123,7 @@ class BatchResult:
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     bad_share: float = 0.0
     alerts: int = 0
+    expired_messages: int = 0  # deleted by retention before the group read them (alerted, never scored)
     pushed_rows: int = 0
     push_skipped_not_newer: int = 0
     predictions_published: int = 0
@@ -176,7 +185,11 @@ def process_pending(
             positions = positions_of(consumer, bootstrap, group, RAW_TRIPS, partitions, config.kafka_timeout)
             records = consume(consumer, bootstrap, RAW_TRIPS, positions, max_messages, idle_seconds, config.max_seconds, config.kafka_timeout)
         result.consumed = len(records)
-        if not records:
+        gaps = offset_gaps(positions)
+        result.expired_messages = sum(gaps.values())
+        if gaps:
+            log.warning("%d message(s) of %s expired before group %s read them: %s", result.expired_messages, RAW_TRIPS, group, gaps)
+        if not records and not gaps:
             log.info("nothing pending on %s for group %s at %s", RAW_TRIPS, group, bootstrap)
             result.seconds["total"] = round(time.perf_counter() - total_started, 4)
             return result
@@ -190,7 +203,7 @@ def process_pending(
         result.valid = len(valid)
         result.dead_lettered = len(rejected)
         result.dead_letter_reasons = dict(Counter(r[1].reason for r in rejected))
-        result.bad_share = round(len(rejected) / len(records), 4)
+        result.bad_share = round(len(rejected) / len(records), 4) if records else 0.0
 
         trips = [trip for trip, _ in valid]
         # Score first, then push: every trip is scored with the online state from before its
@@ -206,6 +219,9 @@ def process_pending(
 
         with timer("publish"):
             publisher = Publisher(bootstrap, config.kafka_timeout)
+            if gaps:
+                publisher.send(ALERTS, GAP_ALERT_KIND, gap_alert_record(gaps, positions, group))
+                result.alerts += 1
             for record, error in rejected:
                 key = error.trip_id or record.key
                 publisher.send(
@@ -215,7 +231,7 @@ def process_pending(
                 )
             if len(records) >= config.alert_min_messages and result.bad_share > config.max_bad_share:
                 publisher.send(ALERTS, ALERT_KIND, alert_record(result, records, config))
-                result.alerts = 1
+                result.alerts += 1
                 log.warning(
                     "bad message share %.1f%% over %.1f%% in %d messages: alert sent to %s",
                     100 * result.bad_share,
@@ -240,10 +256,12 @@ def process_pending(
             span = result.offsets.setdefault(record.partition, {"first": record.offset, "last": record.offset})
             span["first"], span["last"] = min(span["first"], record.offset), max(span["last"], record.offset)
             offsets[record.partition] = max(offsets.get(record.partition, 0), record.offset + 1)
+        for partition in gaps.keys() - offsets.keys():
+            offsets[partition] = positions[partition][0]  # past the expired messages: reported once
         with timer("commit"):
             commit(consumer, bootstrap, RAW_TRIPS, offsets, config.kafka_timeout)
         for partition, next_offset in offsets.items():
-            result.offsets[partition]["committed"] = next_offset
+            result.offsets.setdefault(partition, {})["committed"] = next_offset
         result.committed = True
     finally:
         consumer.close()

@@ -194,3 +194,9 @@ def commit(consumer, bootstrap: str, topic: str, offsets: dict[int, int], timeou
     errors = [f"partition {tp.partition}: {tp.error}" for tp in result or [] if tp.error is not None]
     if errors:
         raise CommitFailed(f"committing offsets of {topic} on {bootstrap} failed: {'; '.join(errors)}")
+
+
+def offset_gaps(positions: dict[int, tuple[int, int, int | None]]) -> dict[int, int]:
+    """Per partition, the messages the group never read because retention deleted them first (its
+    committed offset is below the partition's low watermark, where `positions_of` starts it)."""
+    return {p: start - done for p, (start, _, done) in positions.items() if done is not None and start > done}

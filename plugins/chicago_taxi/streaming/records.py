@@ -17,6 +17,7 @@ from chicago_taxi.ingest.topics import RAW_TRIPS, RAW_TRIPS_DLQ
 from chicago_taxi.streaming.kafka_io import Record
 
 ALERT_KIND = "stream_bad_message_share"
+GAP_ALERT_KIND = "stream_offset_gap"
 
 
 def alert_record(result, records: list[Record], config: StreamConfig) -> dict:
@@ -87,4 +88,18 @@ def features_record(trip: dict, record: Record, pushed: PushOutcome, keys: dict,
         "source": {"topic": RAW_TRIPS, "partition": record.partition, "offset": record.offset},
         "produced_at_ms": record.timestamp_ms,
         "published_at_ms": now_ms(),
+    }
+
+
+def gap_alert_record(gaps: dict[int, int], positions: dict[int, tuple[int, int, int | None]], group: str) -> dict:
+    """The taxi-alerts event for messages that expired before the group read them (`gaps`:
+    partition -> count, from `kafka_io.offset_gaps`): they are lost to scoring, say how many."""
+    return {
+        "kind": GAP_ALERT_KIND,
+        "source": "chicago_taxi.streaming",
+        "topic": RAW_TRIPS,
+        "group": group,
+        "expired_messages": sum(gaps.values()),
+        "partitions": {str(p): {"committed": positions[p][2], "low_watermark": positions[p][0], "expired": n} for p, n in sorted(gaps.items())},
+        "at": iso(datetime.now(UTC)),
     }

@@ -325,3 +325,37 @@ def test_redis_down_during_the_push_fails_the_batch_uncommitted_and_the_retry_de
     assert total(results, "valid") == len(good)
     assert {p["trip_id"] for p in outputs.read(topics.PREDICTIONS, prefix)} == good
     assert committed(env, group) == end_offsets(kafka_broker, topics.RAW_TRIPS)
+
+
+def test_messages_that_expire_before_they_are_read_are_counted_and_alerted_once(stream_env, clean_rows, kafka_broker):
+    """Retention can delete messages a stalled group never read: the next batch says how many,
+    per partition, on taxi-alerts, scores the rest, and commits past the gap (reported once)."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    env, _ = stream_env
+    prefix = f"gap{uuid.uuid4().hex[:6]}"
+    group = new_group(kafka_broker, "gap")
+    messages, good, _ = messages_for(prefix, clean_rows[130:145])
+    outputs = Outputs(kafka_broker)
+    placed = produce(kafka_broker, messages)
+    # As retention would: delete each partition's first message of this test (before the group read it).
+    first = {}
+    for trip_id, (partition, offset) in placed.items():
+        if offset < first.get(partition, (None, float("inf")))[1]:
+            first[partition] = (trip_id, offset)
+    deleted = AdminClient({"bootstrap.servers": kafka_broker}).delete_records(
+        [TopicPartition(topics.RAW_TRIPS, p, o + 1) for p, (_, o) in first.items()]
+    )
+    for future in deleted.values():
+        future.result(timeout=30)
+    expired = {trip_id for trip_id, _ in first.values()}
+
+    results = drain(env, group)
+    assert total(results, "expired_messages") == len(expired)
+    alerts = [a for a in outputs.read(topics.ALERTS) if a.get("group") == group]
+    assert [a["kind"] for a in alerts] == [records.GAP_ALERT_KIND], alerts
+    assert alerts[0]["expired_messages"] == len(expired)
+    assert {int(p): v["expired"] for p, v in alerts[0]["partitions"].items()} == dict.fromkeys(first, 1)
+    assert {p["trip_id"] for p in outputs.read(topics.PREDICTIONS, prefix)} == good - expired
+    assert drain(env, group)[-1].expired_messages == 0  # committed past the gap: not reported again
