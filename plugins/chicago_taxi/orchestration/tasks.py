@@ -70,6 +70,8 @@ def stream_drain(context: dict) -> dict:
     result = drain()
     result["wake_up_events"] = len(events)
     log.info(
-        "consumed %(consumed)d, valid %(valid)d, dead-lettered %(dead_lettered)d, predictions %(predictions_published)d, alerts %(alerts)d", result
+        "consumed %(consumed)d, valid %(valid)d, dead-lettered %(dead_lettered)d, predictions %(predictions_published)d, alerts %(alerts)d, "
+        "expired before read %(expired_messages)d",
+        result,
     )
     return result

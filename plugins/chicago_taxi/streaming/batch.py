@@ -299,14 +299,16 @@ def drain(
         result = process_pending(
             settings, bootstrap=bootstrap, group=group, max_messages=max_messages, idle_seconds=idle_seconds, scorer=scorer, store=store
         )
-        if result.consumed:
+        if result.consumed or result.expired_messages:
             batches.append(result.as_dict())
             last_message = time.monotonic()
         elif time.monotonic() - last_message >= linger:
             break
         else:
             time.sleep(0.2)  # nothing pending: look again shortly
-    totals = {key: sum(b[key] for b in batches) for key in ("consumed", "valid", "dead_lettered", "predictions_published", "alerts")}
+    totals = {
+        key: sum(b[key] for b in batches) for key in ("consumed", "valid", "dead_lettered", "predictions_published", "alerts", "expired_messages")
+    }
     more = time.monotonic() - started >= limit
     if more:
         log.warning("stopped after %.0f s with messages still arriving: the next run goes on", limit)
