@@ -255,7 +255,7 @@ def _parses_or_is_refused(raw) -> dict | None:
     return trip
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=2000))
 def test_any_bytes_give_a_trip_or_an_invalid_message(raw):
     _parses_or_is_refused(raw)
@@ -274,7 +274,7 @@ _VALUES = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.dictionaries(st.sampled_from(_FIELDS), _VALUES, max_size=len(_FIELDS)))
 def test_any_json_object_of_trip_fields_gives_a_trip_or_an_invalid_message(message):
     _parses_or_is_refused(json.dumps(message))  # ensure_ascii: lone surrogates travel as \ud800 escapes
