@@ -34,21 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 from bench_feature_store import free_port, percentiles  # noqa: E402  (the same helpers, one copy)
 
-COLUMNS = [
-    "trip_miles",
-    "trip_seconds",
-    "trip_start_hour",
-    "trip_start_day",
-    "trip_start_month",
-    "payment_type",
-    "company",
-    "pickup_community_area",
-    "dropoff_community_area",
-    "pickup_latitude",
-    "pickup_longitude",
-    "dropoff_latitude",
-    "dropoff_longitude",
-]
+from chicago_taxi.core import schema  # noqa: E402
+
+COLUMNS = list(schema.MODEL_INPUT_COLUMNS)  # the request fields: every model input
 LUA = """
 local bodies = {}
 local i = 0

@@ -22,21 +22,7 @@ from chicago_taxi.core import schema
 from fixtures.env import DATA_CSV, REPO_ROOT, free_port
 from fixtures.training import MODEL, mlflow_client
 
-REQUEST_COLUMNS = [
-    "trip_miles",
-    "trip_seconds",
-    "trip_start_hour",
-    "trip_start_day",
-    "trip_start_month",
-    "payment_type",
-    "company",
-    "pickup_community_area",
-    "dropoff_community_area",
-    "pickup_latitude",
-    "pickup_longitude",
-    "dropoff_latitude",
-    "dropoff_longitude",
-]
+REQUEST_COLUMNS = list(schema.MODEL_INPUT_COLUMNS)  # the request fields: every model input
 REDIS = REPO_ROOT / "scripts" / "redis.sh"
 
 

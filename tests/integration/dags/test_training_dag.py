@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from chicago_taxi.core import schema
 from fixtures.env import DATA_CSV, free_port
 from fixtures.training import MODEL, mlflow_client, run_dag
 
@@ -92,21 +93,7 @@ def test_built_bento_serves_the_same_fares_as_the_pyfunc(first_run, stack):
         # Valid requests (the service rejects 0-second trips), some without company or coordinates.
         trips = trips[(trips.trip_seconds >= 1) & (trips.trip_miles <= 100)].head(40)
         assert trips.company.isna().any() and trips.pickup_community_area.isna().any()
-        columns = [
-            "trip_miles",
-            "trip_seconds",
-            "trip_start_hour",
-            "trip_start_day",
-            "trip_start_month",
-            "payment_type",
-            "company",
-            "pickup_community_area",
-            "dropoff_community_area",
-            "pickup_latitude",
-            "pickup_longitude",
-            "dropoff_latitude",
-            "dropoff_longitude",
-        ]
+        columns = list(schema.MODEL_INPUT_COLUMNS)
         # Missing values travel as JSON null.
         records = [
             {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in trips[columns].to_dict("records")
