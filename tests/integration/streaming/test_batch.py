@@ -344,9 +344,8 @@ def test_messages_that_expire_before_they_are_read_are_counted_and_alerted_once(
     for trip_id, (partition, offset) in placed.items():
         if offset < first.get(partition, (None, float("inf")))[1]:
             first[partition] = (trip_id, offset)
-    deleted = AdminClient({"bootstrap.servers": kafka_broker}).delete_records(
-        [TopicPartition(topics.RAW_TRIPS, p, o + 1) for p, (_, o) in first.items()]
-    )
+    admin = AdminClient({"bootstrap.servers": kafka_broker})  # kept referenced: its futures complete only while it lives
+    deleted = admin.delete_records([TopicPartition(topics.RAW_TRIPS, p, o + 1) for p, (_, o) in first.items()])
     for future in deleted.values():
         future.result(timeout=30)
     expired = {trip_id for trip_id, _ in first.values()}
