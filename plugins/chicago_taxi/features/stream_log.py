@@ -91,6 +91,8 @@ class RedisStreamLog:
 class SqliteStreamLog:
     """The same log in a SQLite file beside the SQLite online store (embedded default)."""
 
+    TABLE = "stream_trips_by_entity"
+
     def __init__(self, settings: Settings):
         import sqlite3
 
@@ -101,8 +103,6 @@ class SqliteStreamLog:
         keys = ", ".join(f"{e.name} {'TEXT' if e.kind == 'string' else 'INTEGER'}" for e in schema.ENTITIES)
         self.db.execute(f"CREATE TABLE IF NOT EXISTS {self.TABLE} (trip_id TEXT PRIMARY KEY, ts REAL, {keys}, record TEXT)")
         self.db.commit()
-
-    TABLE = "stream_trips_by_entity"
 
     def add(self, rows: pd.DataFrame, entities: list[str], retention_seconds: float) -> None:
         keys = entity_keys(rows)

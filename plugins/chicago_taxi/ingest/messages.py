@@ -166,6 +166,11 @@ def chicago_weekday(moment: datetime) -> int:
     return moment.isoweekday() % 7 + 1
 
 
+def calendar_fields(moment: datetime) -> dict[str, int]:
+    """The hour, weekday (1 = Sunday) and month columns of a trip starting at `moment` (wall clock)."""
+    return {"trip_start_hour": moment.hour, "trip_start_day": chicago_weekday(moment), "trip_start_month": moment.month}
+
+
 def _map_legacy(message: dict) -> tuple[dict, list[dict[str, str]]]:
     """The Chicago-shaped row of a legacy message, and the problems found while mapping it."""
     errors: list[dict[str, str]] = []
@@ -184,9 +189,7 @@ def _map_legacy(message: dict) -> tuple[dict, list[dict[str, str]]]:
             errors.append({"field": "dropoff_datetime", "problem": problem})
     if pickup is not None:
         row[TIMESTAMP] = _wall_clock_epoch(pickup)
-        row["trip_start_hour"] = pickup.hour
-        row["trip_start_month"] = pickup.month
-        row["trip_start_day"] = chicago_weekday(pickup)
+        row.update(calendar_fields(pickup))
     if pickup is not None and dropoff is not None:
         both_aware = pickup.tzinfo is not None and dropoff.tzinfo is not None
         # Both with offsets: real elapsed time (right across a DST change); else wall clocks.

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from chicago_taxi.core import schema
+from chicago_taxi.ingest.messages import calendar_fields, from_legacy, is_legacy
 
 log = logging.getLogger(__name__)
 BENTO_NAME = "chicago_taxi_fare_service"
@@ -34,25 +35,10 @@ def _trip_fields() -> dict:
     return fields
 
 
-# The calendar fields that `trip_start_timestamp` determines, and how (Chicago wall-clock time
-# read as UTC, as the data stores it; weekday 1 = Sunday).
-DERIVED_FROM_TIMESTAMP = ("trip_start_hour", "trip_start_day", "trip_start_month")
-
-
-def calendar_fields(timestamp: int) -> dict[str, int]:
-    """hour, weekday (1 = Sunday) and month of a trip start (epoch seconds of Chicago wall-clock time)."""
-    from chicago_taxi.ingest.messages import chicago_weekday
-
-    moment = datetime.fromtimestamp(timestamp, UTC)
-    return {"trip_start_hour": moment.hour, "trip_start_day": chicago_weekday(moment), "trip_start_month": moment.month}
-
-
 def _normalize(cls, data):
     """Before validation: the legacy upstream shape (SPEC: pickup_datetime, trip_distance,
     fare_amount, ...) is mapped onto the Chicago columns; and the hour, weekday and month a
     `trip_start_timestamp` determines are derived when absent, and must agree with it when sent."""
-    from chicago_taxi.ingest.messages import from_legacy, is_legacy
-
     if not isinstance(data, dict):
         return data
     if is_legacy(data):
@@ -60,7 +46,7 @@ def _normalize(cls, data):
     stamp = data.get(schema.TIMESTAMP)
     column = schema.COLUMNS_BY_NAME[schema.TIMESTAMP]
     if isinstance(stamp, int) and not isinstance(stamp, bool) and column.min_value <= stamp <= column.max_value:
-        derived = calendar_fields(stamp)
+        derived = calendar_fields(datetime.fromtimestamp(stamp, UTC))  # wall clock stored as UTC
         disagree = [f"{name}={data[name]!r} (the timestamp says {value})" for name, value in derived.items() if data.get(name) not in (None, value)]
         if disagree:
             raise ValueError(f"{', '.join(disagree)} disagree(s) with trip_start_timestamp={stamp}; send matching values or leave them out")

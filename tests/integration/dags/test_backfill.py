@@ -343,3 +343,19 @@ def test_half_hourly_backfill_run_backwards_equals_direct_materialization(live_s
     online = snapshot(redis_db(settings))
     assert online == direct_materialization(settings, tmp_path, "half_hourly", windows(all_runs))
     assert assert_online_equals_pandas(settings, view, windows(all_runs)) >= 1
+
+
+def test_make_backfill_names_the_dates_it_skips(live_stack):
+    """`make backfill` (scripts/backfill.sh, the README's command): Airflow skips dates that already
+    have a run without a word; the script lists them. taxi_training stays paused in this stack, so
+    the first call's runs are created and stay queued (in flight) for the second call to find."""
+    dag = "taxi_training"
+    live_stack.wait_for_dag(dag)
+    script = [str(REPO_ROOT / "scripts" / "backfill.sh"), dag, "2013-02-01", "2013-02-02"]
+    first = subprocess.run(script, env=live_stack.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "backfilling 2 run(s) of taxi_training: 2013-02-01 00:00:00 .. 2013-02-02 00:00:00" in first.stdout, first.stdout
+    again = subprocess.run(script, env=live_stack.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 date(s) of taxi_training in the range already have a run and are skipped" in again.stdout, again.stdout
+    assert "  2013-02-01 00:00:00\n  2013-02-02 00:00:00" in again.stdout and "nothing to backfill" in again.stdout, again.stdout

@@ -13,28 +13,8 @@ from hypothesis import strategies as st
 
 from chicago_taxi.core import schema
 from chicago_taxi.ingest.messages import InvalidMessage, chicago_weekday, dead_letter_record, from_legacy, parse_trip
+from fixtures.trips import VALID_MESSAGE as GOOD
 
-GOOD = {
-    "trip_id": "trip-00042",
-    "pickup_community_area": 8,
-    "fare": 9.25,
-    "trip_start_month": 5,
-    "trip_start_hour": 19,
-    "trip_start_day": 6,
-    "trip_start_timestamp": 1400269500,
-    "pickup_latitude": 41.899,
-    "pickup_longitude": -87.633,
-    "dropoff_latitude": 41.880,
-    "dropoff_longitude": -87.642,
-    "trip_miles": 1.9,
-    "pickup_census_tract": None,
-    "dropoff_census_tract": None,
-    "payment_type": "Credit Card",
-    "company": "Taxi Affiliation Services",
-    "trip_seconds": 540,
-    "dropoff_community_area": 32,
-    "tips": 2.0,
-}
 # The legacy example of SPEC "Kafka topics and the trip message", verbatim.
 LEGACY_EXAMPLE = (
     '{"trip_id": "trip_001", "pickup_datetime": "2024-01-01T10:00:00Z", "dropoff_datetime": '

@@ -16,6 +16,7 @@ from chicago_taxi.ingest.messages import parse_trip
 from chicago_taxi.quality import rows
 from chicago_taxi.streaming import batch, kafka_io
 from fixtures.env import free_port
+from fixtures.trips import VALID_MESSAGE
 
 LEGACY = {
     "trip_id": "legacy-1",
@@ -36,25 +37,7 @@ def _record(offset: int) -> kafka_io.Record:
 
 
 def _full_trip(trip_id: str) -> dict:
-    return {
-        "trip_id": trip_id,
-        "pickup_community_area": 8,
-        "fare": 9.25,
-        "trip_start_month": 5,
-        "trip_start_hour": 19,
-        "trip_start_day": 6,
-        "trip_start_timestamp": 1400269500,
-        "pickup_latitude": 41.899,
-        "pickup_longitude": -87.633,
-        "dropoff_latitude": 41.880,
-        "dropoff_longitude": -87.642,
-        "trip_miles": 1.9,
-        "payment_type": "Credit Card",
-        "company": "Taxi Affiliation Services",
-        "trip_seconds": 540,
-        "dropoff_community_area": 32,
-        "tips": 2.0,
-    }
+    return {**VALID_MESSAGE, "trip_id": trip_id}
 
 
 def test_streaming_expectations_reject_impossible_speed_but_accept_legacy_trips():
