@@ -31,9 +31,11 @@ class RunReport:
 def _metrics_line(name: str, m: dict | None) -> str:
     if not m:
         return f"  {name:<10} (none)"
-    return f"  {name:<10} RMSE {m['rmse']:7.3f}   MAE {m['mae']:7.3f}   R^2 {m['r2']:6.3f}" + (
-        f"   (version {m['version']})" if m.get("version") else ""
-    )
+    line = f"  {name:<10} RMSE {m['rmse']:7.3f}   MAE {m['mae']:7.3f}   R^2 {m['r2']:6.3f}"
+    clean = m.get("clean")
+    if clean:  # the same model on the clean holdout trips (no input repaired)
+        line += f"   | clean trips: RMSE {clean['rmse']:7.3f}   MAE {clean['mae']:7.3f}   R^2 {clean['r2']:6.3f}"
+    return line + (f"   (version {m['version']})" if m.get("version") else "")
 
 
 def summarize(report: dict) -> str:
@@ -71,14 +73,23 @@ def summarize(report: dict) -> str:
         )
     ev = report.get("evaluate")
     if ev:
-        lines.append("Holdout metrics:")
+        repairs = ev.get("holdout_repairs")
+        if repairs:
+            lines.append(
+                f"Holdout metrics: all {repairs['rows']} trips with a usable fare | the {repairs['clean_rows']} clean ones (no input repaired)"
+            )
+        else:
+            lines.append("Holdout metrics:")
         lines.append(_metrics_line("candidate", ev["candidate"]))
         if "with_store_features" in ev:
             lines.append(_metrics_line("+store", ev["with_store_features"]) + "   (with feature-store features)")
             lines.append(_metrics_line("-store", ev["without_store_features"]) + "   (without; candidate = the better one)")
         lines.append(_metrics_line("baseline", ev["baseline"]))
         lines.append(_metrics_line("champion", ev["champion"]))
-        lines.append(f"  candidate/baseline RMSE ratio {ev['rmse_ratio_to_baseline']:.3f} (must be <= {ev['max_rmse_ratio_to_baseline']})")
+        ratio = f"  candidate/baseline RMSE ratio {ev['rmse_ratio_to_baseline']:.3f}"
+        if "clean_rmse_ratio_to_baseline" in ev:
+            ratio += f", on clean trips {ev['clean_rmse_ratio_to_baseline']:.3f}"
+        lines.append(f"{ratio} (each must be <= {ev['max_rmse_ratio_to_baseline']})")
         for reason in ev["decision"]["reasons"]:
             lines.append(f"  - {reason}")
     for key in ("build_offline_store", "feast_apply"):

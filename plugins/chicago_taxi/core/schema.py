@@ -29,6 +29,10 @@ class Column:
     why: str = ""
     # Columns needed at request time; the others may be absent from a scoring frame.
     required_for_scoring: bool = False
+    # What a value outside [min_value, max_value] gets: "quarantine" (the row is unusable: a bad
+    # label or an unreadable time) or "repair" (real dirt in a model input: the transform graph
+    # repairs it, the gate only counts it, and the row is kept). See REPAIRS.
+    out_of_range: str = "quarantine"
 
     @property
     def pandas_types(self) -> list[str]:
@@ -43,9 +47,11 @@ class Column:
 # Chicago's 2013-2016 taxi tariff starts at a $3.25 flag pull: a smaller fare is not a real trip.
 MIN_FARE = 3.25
 MAX_FARE = 300.0
-MAX_TRIP_MILES = 100.0
-MAX_TRIP_SECONDS = 6 * 3600
+# Beyond this implied speed the odometer is wrong (115 miles in 21 minutes), not the taxi fast:
+# the transform graph then does not trust the distance (REPAIRS).
 MAX_SPEED_MPH = 80.0
+# Distances and durations beyond this quantile of the training trips are clipped to it.
+CLIP_QUANTILE = 0.999
 # Bounding box of the City of Chicago with a margin; coordinates outside it are GPS faults.
 CHICAGO_LAT = (41.60, 42.10)
 CHICAGO_LON = (-88.00, -87.50)
@@ -53,34 +59,27 @@ CHICAGO_LON = (-88.00, -87.50)
 PAYMENT_TYPES = ("Cash", "Credit Card", "No Charge", "Unknown", "Dispute", "Pcard", "Prcard", "Mobile", "Prepaid")
 
 COLUMNS: tuple[Column, ...] = (
-    Column("pickup_community_area", "int", min_value=1, max_value=77, why="Chicago has 77 community areas", required_for_scoring=False),
+    Column("pickup_community_area", "int", min_value=1, max_value=77, why="Chicago has 77 community areas", out_of_range="repair"),
     Column(LABEL, "float", nullable=False, min_value=MIN_FARE, max_value=MAX_FARE, why="flag pull is $3.25; >$300 is a meter fault"),
     Column("trip_start_month", "int", nullable=False, min_value=1, max_value=12, why="calendar month", required_for_scoring=True),
     Column("trip_start_hour", "int", nullable=False, min_value=0, max_value=23, why="hour of day", required_for_scoring=True),
     Column("trip_start_day", "int", nullable=False, min_value=1, max_value=7, why="day of week, 1 = Sunday", required_for_scoring=True),
-    Column(TIMESTAMP, "int", nullable=False, min_value=1356998400, max_value=1893456000, why="epoch seconds of Chicago local time, 2013 onwards"),
-    Column("pickup_latitude", "float", min_value=CHICAGO_LAT[0], max_value=CHICAGO_LAT[1], why="inside Chicago"),
-    Column("pickup_longitude", "float", min_value=CHICAGO_LON[0], max_value=CHICAGO_LON[1], why="inside Chicago"),
-    Column("dropoff_latitude", "float", min_value=CHICAGO_LAT[0], max_value=CHICAGO_LAT[1], why="inside Chicago"),
-    Column("dropoff_longitude", "float", min_value=CHICAGO_LON[0], max_value=CHICAGO_LON[1], why="inside Chicago"),
-    Column(
-        "trip_miles", "float", nullable=False, min_value=0, max_value=MAX_TRIP_MILES, why="no city trip exceeds 100 miles", required_for_scoring=True
-    ),
+    # The upper bound is the run's data clock (a gate parameter): a trip cannot start after it.
+    Column(TIMESTAMP, "int", nullable=False, min_value=1356998400, max_value=None, why="epoch seconds of Chicago local time, 2013 onwards"),
+    Column("pickup_latitude", "float", min_value=CHICAGO_LAT[0], max_value=CHICAGO_LAT[1], why="inside Chicago", out_of_range="repair"),
+    Column("pickup_longitude", "float", min_value=CHICAGO_LON[0], max_value=CHICAGO_LON[1], why="inside Chicago", out_of_range="repair"),
+    Column("dropoff_latitude", "float", min_value=CHICAGO_LAT[0], max_value=CHICAGO_LAT[1], why="inside Chicago", out_of_range="repair"),
+    Column("dropoff_longitude", "float", min_value=CHICAGO_LON[0], max_value=CHICAGO_LON[1], why="inside Chicago", out_of_range="repair"),
+    # Negative readings are not a distance; zero, missing and huge ones are real dirt (REPAIRS).
+    Column("trip_miles", "float", min_value=0, why="a distance is never negative", required_for_scoring=True),
     Column("pickup_census_tract", "int"),
     Column("dropoff_census_tract", "int"),
-    Column("payment_type", "string", nullable=False, allowed=PAYMENT_TYPES, why="payment types the city publishes"),
+    Column("payment_type", "string", nullable=False, allowed=PAYMENT_TYPES, why="payment types the city publishes", out_of_range="repair"),
     Column("company", "string"),
-    Column(
-        "trip_seconds",
-        "float",
-        nullable=False,
-        min_value=1,
-        max_value=MAX_TRIP_SECONDS,
-        why="a trip lasts more than 0 s and under 6 h",
-        required_for_scoring=True,
-    ),
-    Column("dropoff_community_area", "int", min_value=1, max_value=77, why="Chicago has 77 community areas"),
-    Column("tips", "float", min_value=0, max_value=500, why="tips are never negative"),
+    Column("trip_seconds", "float", min_value=0, why="a duration is never negative", required_for_scoring=True),
+    Column("dropoff_community_area", "int", min_value=1, max_value=77, why="Chicago has 77 community areas", out_of_range="repair"),
+    # Never a model input: an odd tip is reported, not held against the trip.
+    Column("tips", "float", min_value=0, max_value=500, why="tips are never negative", out_of_range="repair"),
 )
 COLUMNS_BY_NAME = {c.name: c for c in COLUMNS}
 RAW_COLUMN_NAMES = tuple(c.name for c in COLUMNS)
@@ -105,7 +104,54 @@ CATEGORICAL_ID_FEATURES = {
     "dropoff_community_area": 78,
 }
 # Features derived inside the transform graph, so serving computes them identically.
-DERIVED_DENSE_FEATURES = ("straight_line_miles", "miles_not_recorded", "coordinates_missing")
+DERIVED_DENSE_FEATURES = ("straight_line_miles", "miles_not_recorded", "seconds_not_recorded", "coordinates_missing")
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One kind of real-world dirt in a model input, and what the transform graph does with it.
+
+    The graph (`model.transform.preprocessing_fn`) applies every repair, the same way at training
+    and at serving, and outputs `REPAIRS_OUTPUT`: a bit mask with bit `REPAIRS.index(repair)` set
+    when that repair changed the trip. The service turns it into `input_warnings`, evaluation into
+    its clean / dirty split. Rows with repairs are kept at training: the model learns what serving
+    sees."""
+
+    code: str
+    fields: tuple[str, ...]
+    reason: str
+
+    def warning(self) -> dict:
+        return {"code": self.code, "fields": list(self.fields), "reason": self.reason}
+
+
+REPAIRS_OUTPUT = "input_repairs"
+REPAIRS: tuple[Repair, ...] = (
+    Repair("seconds_not_recorded", ("trip_seconds",), "0 or missing: the trip is priced as one of unknown duration"),
+    Repair(
+        "miles_not_recorded",
+        ("trip_miles",),
+        "0 or missing: the trip is priced as one of unknown distance (from its coordinates, duration and areas)",
+    ),
+    Repair(
+        "implausible_speed",
+        ("trip_miles", "trip_seconds"),
+        f"the distance over the duration is more than {MAX_SPEED_MPH:.0f} mph: the distance is not trusted and the trip is priced "
+        "as one of unknown distance",
+    ),
+    Repair("miles_clipped", ("trip_miles",), f"longer than {CLIP_QUANTILE:.1%} of training trips: clipped to that distance"),
+    Repair("seconds_clipped", ("trip_seconds",), f"longer than {CLIP_QUANTILE:.1%} of training trips: clipped to that duration"),
+    Repair("pickup_outside_chicago", ("pickup_latitude", "pickup_longitude"), "pickup point outside Chicago: treated as missing"),
+    Repair("dropoff_outside_chicago", ("dropoff_latitude", "dropoff_longitude"), "dropoff point outside Chicago: treated as missing"),
+    Repair("pickup_area_unknown", ("pickup_community_area",), "not one of Chicago's 77 community areas: treated as missing"),
+    Repair("dropoff_area_unknown", ("dropoff_community_area",), "not one of Chicago's 77 community areas: treated as missing"),
+)
+REPAIRS_BY_CODE = {r.code: r for r in REPAIRS}
+
+
+def repairs_of(mask: int) -> list[Repair]:
+    """The repairs a trip's `REPAIRS_OUTPUT` bit mask names, in table order."""
+    return [r for bit, r in enumerate(REPAIRS) if int(mask) >> bit & 1]
 
 
 # ---- feature store (Feast): recent context per entity, computed point in time from past trips ----

@@ -29,13 +29,21 @@ def model_filename(with_store: bool) -> str:
     return "fare_model.keras" if with_store else "fare_model_without_store.keras"
 
 
+# Dense features added after models were registered with the older set: a registered champion
+# trained before them still loads, scores and is compared with (its graph lacks them too).
+ADDED_LATER = (schema.transformed_name("seconds_not_recorded"),)
+
+
 def kinds_of_model(model) -> dict[str, tuple[str, int]]:
     """The feature set a trained model was built with, told apart by its dense input width."""
     width = next(t.shape[-1] for t in model.inputs if t.name == "dense_features")
-    for with_store in (True, False):
-        kinds = feature_set(with_store)
-        if sum(kind == "dense" for kind, _ in kinds.values()) == width:
-            return kinds
+    for legacy in (False, True):
+        for with_store in (True, False):
+            kinds = feature_set(with_store)
+            if legacy:
+                kinds = {k: v for k, v in kinds.items() if k not in ADDED_LATER}
+            if sum(kind == "dense" for kind, _ in kinds.values()) == width:
+                return kinds
     raise ValueError(f"model's dense input has {width} features, matching no known feature set")
 
 
@@ -46,6 +54,7 @@ class TrainResult:
     train_rows: int
     final_train_rmse: float
     seconds: float
+    fare_cap: float = 0.0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -141,11 +150,23 @@ def train_model(transformed_train: pd.DataFrame, labels: np.ndarray, out_dir: Pa
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / model_filename(with_store)
-    model.save(model_path)
+    fare_cap = float(np.max(labels))
+    with_fare_range(model, fare_cap).save(model_path)
     return TrainResult(
         model_path=str(model_path),
         epochs_run=len(history.history["loss"]),
         train_rows=len(labels),
         final_train_rmse=float(history.history["rmse"][-1]),
         seconds=round(time.perf_counter() - started, 2),
+        fare_cap=round(fare_cap, 2),
     )
+
+
+def with_fare_range(model, fare_cap: float):
+    """The trained network with its output held inside the fares it learnt from: never below 0,
+    never above the largest training fare (a saved Keras ReLU layer, so every copy of the model,
+    MLflow's included, carries the bound). Trained without it: a clipped output has no gradient."""
+    import keras
+
+    capped = keras.layers.ReLU(max_value=fare_cap, name="fare_in_training_range")(model.output)
+    return keras.Model(model.inputs, capped, name="fare_model")

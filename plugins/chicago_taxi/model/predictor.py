@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chicago_taxi.core.schema import REPAIRS_OUTPUT
+
 TRANSFORM_ARTIFACT = "transform_graph"
 MODEL_ARTIFACT = "keras_model"
 
@@ -50,24 +52,34 @@ class FarePredictor:
             inputs = {"dense_features": tf.stack([tf.cast(transformed[n], tf.float32) for n in dense], axis=1)}
             inputs.update({n: tf.cast(transformed[n], tf.int32) for n in categorical})
             inputs.update({n: tf.cast(transformed[n], tf.float32) for n in scales})
-            return tf.reshape(model(inputs, training=False), [-1])
+            fare = tf.reshape(model(inputs, training=False), [-1])
+            # Graphs saved before the repairs existed have no mask: nothing was repaired.
+            repairs = transformed.get(REPAIRS_OUTPUT, tf.zeros_like(fare, dtype=tf.int64))
+            return fare, tf.reshape(repairs, [-1])
 
         self._fused = fused
         return fused
 
     def predict(self, trips: pd.DataFrame) -> np.ndarray:
+        """Fares of raw trips, in row order."""
+        return self.predict_with_repairs(trips)[0]
+
+    def predict_with_repairs(self, trips: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Fares of raw trips and, per trip, the bit mask of the repairs the transform graph made
+        to its inputs (`schema.repairs_of(mask)` names them; 0: the trip was clean)."""
         import tensorflow as tf
 
         from chicago_taxi.core.schema import MIN_FARE
         from chicago_taxi.model.transform import raw_frame_to_features
 
         if trips.empty:
-            return np.zeros(0, dtype=np.float64)
+            return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64)
         fused = self._fused or self._build_fused()
         features = raw_frame_to_features(trips)
-        raw = fused({n: tf.constant(features[n]) for n in self.graph.input_names}).numpy()
-        # A fare below the flag pull is impossible; the model may undershoot on tiny trips.
-        return np.maximum(raw.astype(np.float64), MIN_FARE)
+        fares, repairs = fused({n: tf.constant(features[n]) for n in self.graph.input_names})
+        # A fare below the flag pull is impossible; the model may undershoot on tiny trips. (The
+        # model itself caps fares at the largest fare of its training trips.)
+        return np.maximum(fares.numpy().astype(np.float64), MIN_FARE), repairs.numpy().astype(np.int64)
 
 
 try:  # the pyfunc wrapper needs mlflow; the predictor itself does not

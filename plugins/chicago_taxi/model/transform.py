@@ -71,35 +71,71 @@ def raw_frame_to_features(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def preprocessing_fn(inputs: dict) -> dict:
-    """tf.Transform callback: raw trip tensors in, model-ready `_xf` tensors out."""
+    """tf.Transform callback: raw trip tensors in, model-ready `_xf` tensors out.
+
+    Real trips are dirty; every repair in `schema.REPAIRS` happens here, once, so training and
+    serving repair alike, and `schema.REPAIRS_OUTPUT` says which repairs changed each trip."""
     import tensorflow as tf
     import tensorflow_transform as tft
 
     outputs = {}
+    repair_bits = {r.code: bit for bit, r in enumerate(schema.REPAIRS)}
+    repairs = tf.zeros_like(inputs["trip_miles"], dtype=tf.int64)
+
+    def flag(condition, code):
+        return tf.cast(condition, tf.int64) * (1 << repair_bits[code])
 
     def fill_missing(x, value):
         # The explicit fill-in-missing helper: NaN marks a missing number in the raw input.
         return tf.where(tf.math.is_nan(x), tf.constant(value, dtype=x.dtype), x)
 
+    # Distance and duration. 0 or missing means "not recorded" (NaN > 0 is false); a distance
+    # implying more than MAX_SPEED_MPH is an odometer glitch, so it is not trusted either. Both
+    # are then priced like the 27% of trips whose meter recorded no miles, which the model knows.
+    miles_raw, seconds_raw = inputs["trip_miles"], inputs["trip_seconds"]
+    miles_known, seconds_known = miles_raw > 0, seconds_raw > 0
+    implausible = miles_known & seconds_known & (miles_raw * 3600.0 > schema.MAX_SPEED_MPH * seconds_raw)
+    miles_trusted = miles_known & tf.logical_not(implausible)
+    repairs += flag(tf.logical_not(seconds_known), "seconds_not_recorded")
+    repairs += flag(tf.logical_not(miles_known), "miles_not_recorded")
+    repairs += flag(implausible, "implausible_speed")
+    usable = {
+        "trip_miles": (tf.where(miles_trusted, miles_raw, tf.zeros_like(miles_raw)), miles_trusted, "miles_clipped"),
+        "trip_seconds": (tf.where(seconds_known, seconds_raw, tf.zeros_like(seconds_raw)), seconds_known, "seconds_clipped"),
+    }
     for key in schema.DENSE_FLOAT_FEATURES:
-        x = fill_missing(inputs[key], 0.0)
+        value, trusted, code = usable[key]
+        # Beyond the training trips' CLIP_QUANTILE the network would extrapolate: clip there.
+        bound = upper_quantile(value, trusted, schema.CLIP_QUANTILE)
+        repairs += flag(trusted & (value > bound), code)
+        x = tf.minimum(value, bound)
         outputs[schema.transformed_name(key)] = tft.scale_to_z_score(x)
-        outputs[schema.transformed_name(f"log_{key}")] = tft.scale_to_z_score(tf.math.log1p(tf.maximum(x, 0.0)))
+        outputs[schema.transformed_name(f"log_{key}")] = tft.scale_to_z_score(tf.math.log1p(x))
+    outputs[schema.transformed_name("miles_not_recorded")] = tf.cast(tf.logical_not(miles_trusted), tf.float32)
+    outputs[schema.transformed_name("seconds_not_recorded")] = tf.cast(tf.logical_not(seconds_known), tf.float32)
+
+    # Coordinates outside Chicago are GPS faults: the point is treated as missing.
+    coords = {}
+    for end in ("pickup", "dropoff"):
+        lat, lon = inputs[f"{end}_latitude"], inputs[f"{end}_longitude"]
+        outside = tf.logical_not(_inside(lat, f"{end}_latitude") & _inside(lon, f"{end}_longitude"))
+        outside &= tf.logical_not(tf.math.is_nan(lat) | tf.math.is_nan(lon))
+        repairs += flag(outside, f"{end}_outside_chicago")
+        nan = tf.fill(tf.shape(lat), float("nan"))
+        coords[f"{end}_latitude"], coords[f"{end}_longitude"] = tf.where(outside, nan, lat), tf.where(outside, nan, lon)
 
     # Straight-line distance from the coordinates: the trip length when the meter recorded none.
-    coords = [inputs[k] for k in ("pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude")]
-    coordinates_missing = tf.reduce_any(tf.stack([tf.math.is_nan(c) for c in coords], axis=1), axis=1)
-    lat1, lon1, lat2, lon2 = [fill_missing(c, 0.0) * (math.pi / 180.0) for c in coords]
+    points = [coords[k] for k in ("pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude")]
+    coordinates_missing = tf.reduce_any(tf.stack([tf.math.is_nan(c) for c in points], axis=1), axis=1)
+    lat1, lon1, lat2, lon2 = [fill_missing(c, 0.0) * (math.pi / 180.0) for c in points]
     a = tf.sin((lat2 - lat1) / 2) ** 2 + tf.cos(lat1) * tf.cos(lat2) * tf.sin((lon2 - lon1) / 2) ** 2
     straight = 2 * EARTH_RADIUS_MILES * tf.asin(tf.sqrt(tf.clip_by_value(a, 0.0, 1.0)))
     straight = tf.where(coordinates_missing, tf.zeros_like(straight), straight)
     outputs[schema.transformed_name("straight_line_miles")] = tft.scale_to_z_score(straight)
     outputs[schema.transformed_name("coordinates_missing")] = tf.cast(coordinates_missing, tf.float32)
-    trip_miles = fill_missing(inputs["trip_miles"], 0.0)
-    outputs[schema.transformed_name("miles_not_recorded")] = tf.cast(trip_miles <= 0.0, tf.float32)
 
     for key in schema.BUCKET_FEATURES:
-        x = inputs[key]
+        x = coords[key]
         missing = tf.math.is_nan(x)
         # Quantiles are computed over present values only (the fill value is the median-ish
         # city centre, so it lands in a middle bucket); a missing coordinate gets its own bucket.
@@ -116,7 +152,14 @@ def preprocessing_fn(inputs: dict) -> dict:
         )
 
     for key, size in schema.CATEGORICAL_ID_FEATURES.items():
-        ids = tf.cast(fill_missing(inputs[key], 0.0), tf.int64)
+        x = inputs[key]
+        column = schema.COLUMNS_BY_NAME[key]
+        if column.out_of_range == "repair":
+            # An area that is not one of Chicago's is unknown: id 0, like a missing one.
+            bad = tf.logical_not(tf.math.is_nan(x)) & tf.logical_not(_inside(x, key))
+            repairs += flag(bad, key.replace("_community_area", "_area_unknown"))
+            x = tf.where(bad, tf.zeros_like(x), x)
+        ids = tf.cast(fill_missing(x, 0.0), tf.int64)
         outputs[schema.transformed_name(key)] = tf.clip_by_value(ids, 0, size - 1)
 
     # Store features: absent (no recent trips, or past TTL) -> 0 plus a per-view "missing" flag.
@@ -131,7 +174,24 @@ def preprocessing_fn(inputs: dict) -> dict:
             if spec.transform == "log_z_score":
                 value = tf.math.log1p(tf.maximum(value, 0.0))
             outputs[schema.transformed_name(spec.name)] = tft.scale_to_z_score(value)
+    outputs[schema.REPAIRS_OUTPUT] = repairs
     return outputs
+
+
+def _inside(x, column_name: str):
+    """x within its column's declared range (NaN is not)."""
+    column = schema.COLUMNS_BY_NAME[column_name]
+    return (x >= column.min_value) & (x <= column.max_value)
+
+
+def upper_quantile(x, trusted, quantile: float):
+    """The `quantile` of the trusted training values of x (an analyzer: a constant at serving)."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    buckets = int(round(1 / (1 - quantile)))
+    boundaries = tft.quantiles(x, num_buckets=buckets, epsilon=0.1 / buckets, weights=tf.cast(trusted, tf.float32))
+    return tf.reshape(boundaries, [-1])[-1]
 
 
 def relative_to_training_mean(x):

@@ -31,6 +31,15 @@ RAW_SUITE = "raw_trips"
 TRANSFORMED_SUITE = "transformed_trips"
 ROW_ID = "_row_id"
 IMPLIED_SPEED = "implied_speed_mph"
+# Derived 0/1 columns: the hour, weekday or month disagrees with the timestamp; the row is an
+# exact copy of an earlier one.
+CALENDAR_DISAGREES = "calendar_disagrees_with_timestamp"
+DUPLICATE_ROW = "duplicate_of_earlier_row"
+DERIVED_COLUMNS = (ROW_ID, IMPLIED_SPEED, CALENDAR_DISAGREES, DUPLICATE_ROW)
+# The raw suite's upper bound on trip_start_timestamp, given at each run (epoch seconds).
+DATA_CLOCK_PARAMETER = "data_clock_epoch"
+# The bound when a caller has no clock (a look at history): 2100-01-01.
+NO_DATA_CLOCK = 4102444800
 # Share of holdout trips whose company or payment type fell outside the training vocabulary.
 MAX_OOV_SHARE = 0.10
 _DATASOURCE = "taxi_frames"
@@ -105,8 +114,16 @@ def expectation_label(config) -> str:
     column = config.kwargs.get("column")
     bounds = ""
     if "min_value" in config.kwargs or "max_value" in config.kwargs:
-        bounds = f" [{config.kwargs.get('min_value')}, {config.kwargs.get('max_value')}]"
+        low, high = (_bound_text(config.kwargs.get(k)) for k in ("min_value", "max_value"))
+        bounds = f" [{low}, {high}]"
     return f"{config.type}({column}){bounds}" if column else config.type
+
+
+def _bound_text(value) -> str:
+    # A run parameter reads as its name, so a label is the same whatever the run's value.
+    if isinstance(value, dict) and "$PARAMETER" in value:
+        return str(value["$PARAMETER"])
+    return str(value)
 
 
 def collect_results(results) -> tuple[list[ExpectationOutcome], dict[int, list[str]]]:
@@ -150,40 +167,73 @@ def _publish_docs(docs_url: str | None, reports_dir: Path, gate: str) -> str | N
 
 
 def add_derived_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Row id (to name quarantined rows) and implied speed, only where the inputs are numeric."""
+    """Row id (to name quarantined rows), implied speed, calendar agreement and duplicate flags,
+    each only where its inputs are numeric."""
     frame = frame.reset_index(drop=True).copy()
     frame[ROW_ID] = np.arange(len(frame), dtype=np.int64)
-    miles, seconds = frame.get("trip_miles"), frame.get("trip_seconds")
-    if miles is not None and seconds is not None and pd.api.types.is_numeric_dtype(miles) and pd.api.types.is_numeric_dtype(seconds):
-        hours = seconds.astype(float) / 3600.0
-        speed = miles.astype(float) / hours.where(hours > 0)
+    numeric = {
+        c: frame[c] for c in ("trip_miles", "trip_seconds", schema.TIMESTAMP, *CALENDAR) if c in frame and pd.api.types.is_numeric_dtype(frame[c])
+    }
+    if "trip_miles" in numeric and "trip_seconds" in numeric:
+        miles, hours = numeric["trip_miles"].astype(float), numeric["trip_seconds"].astype(float) / 3600.0
+        speed = miles / hours.where(hours > 0)
         # Zero seconds with miles is an infinite speed; zero seconds and zero miles stays unknown.
         speed = speed.where(~((hours == 0) & (miles > 0)), np.inf)
         frame[IMPLIED_SPEED] = speed
     else:
         frame[IMPLIED_SPEED] = np.nan
+    frame[CALENDAR_DISAGREES] = calendar_disagreement(frame).astype(np.int64) if len(numeric) >= 4 and schema.TIMESTAMP in numeric else 0
+    columns = [c for c in schema.RAW_COLUMN_NAMES if c in frame]
+    frame[DUPLICATE_ROW] = frame[columns].duplicated(keep="first").astype(np.int64) if columns else 0
     return frame
 
 
-def validate_raw_trips(frame: pd.DataFrame, out_dir: Path, expectations_dir: Path, reports_dir: Path, max_bad_row_share: float) -> GateResult:
+CALENDAR = ("trip_start_hour", "trip_start_day", "trip_start_month")
+
+
+def calendar_of(epoch: int) -> tuple[int, int, int]:
+    """(hour, weekday with 1 = Sunday, month) of a trip timestamp, read as the data stores it."""
+    moment = pd.Timestamp(int(epoch), unit="s")
+    return moment.hour, (moment.dayofweek + 1) % 7 + 1, moment.month
+
+
+def calendar_disagreement(frame: pd.DataFrame) -> pd.Series:
+    """True where hour, weekday (1 = Sunday) or month disagree with trip_start_timestamp (Chicago
+    wall-clock time stored as UTC); rows missing one of them are left to the not-null checks."""
+    stamps = pd.to_datetime(pd.to_numeric(frame[schema.TIMESTAMP], errors="coerce"), unit="s", errors="coerce")
+    derived = {"trip_start_hour": stamps.dt.hour, "trip_start_day": (stamps.dt.dayofweek + 1) % 7 + 1, "trip_start_month": stamps.dt.month}
+    disagrees = pd.Series(False, index=frame.index)
+    for column, expected in derived.items():
+        given = pd.to_numeric(frame[column], errors="coerce")
+        disagrees |= given.notna() & expected.notna() & (given != expected)
+    return disagrees
+
+
+def validate_raw_trips(
+    frame: pd.DataFrame, out_dir: Path, expectations_dir: Path, reports_dir: Path, max_bad_row_share: float, data_clock_epoch: int | None = None
+) -> GateResult:
     """Gate 1. Writes clean rows, quarantined rows (with the expectations each failed) and the result.
 
+    `data_clock_epoch`: no trip may start after it (the run's window end); None sets no bound.
     Raises QualityGateError, after writing everything, when a batch expectation fails or the
     quarantined share exceeds `max_bad_row_share`.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     checked = add_derived_columns(frame)
-    results, data_docs = _run_checkpoint(expectations_dir, RAW_SUITE, checked, reports_dir, "validate_raw")
+    from chicago_taxi.quality.rows import parameters_for
+
+    parameters = parameters_for(data_clock_epoch)
+    results, data_docs = _run_checkpoint(expectations_dir, RAW_SUITE, checked, reports_dir, "validate_raw", parameters)
     outcomes, failed_by_row = collect_results(results)
 
     bad_ids = np.array(sorted(failed_by_row), dtype=np.int64)
     quarantine = checked[checked[ROW_ID].isin(bad_ids)].copy()
     quarantine["failed_expectations"] = quarantine[ROW_ID].map(lambda i: "; ".join(failed_by_row[i]))
-    clean = checked[~checked[ROW_ID].isin(bad_ids)].drop(columns=[ROW_ID, IMPLIED_SPEED])
+    clean = checked[~checked[ROW_ID].isin(bad_ids)].drop(columns=list(DERIVED_COLUMNS))
     quarantine_path, clean_path = out_dir / "quarantine.parquet", out_dir / "clean.parquet"
-    quarantine.drop(columns=[IMPLIED_SPEED]).astype({c: "string" for c in quarantine.columns if quarantine[c].dtype == object}).to_parquet(
-        quarantine_path, index=False
-    )
+    quarantine.drop(columns=[IMPLIED_SPEED, CALENDAR_DISAGREES, DUPLICATE_ROW]).astype(
+        {c: "string" for c in quarantine.columns if quarantine[c].dtype == object}
+    ).to_parquet(quarantine_path, index=False)
     clean.to_parquet(clean_path, index=False)
 
     n = len(checked)

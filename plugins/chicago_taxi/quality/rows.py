@@ -7,9 +7,11 @@ the stream rejects exactly the rows training would quarantine.
     failed = failed_rows_pandas(frame, expectations)          # {row position: [labels]}
     failed = GxRowValidator(expectations).failed_rows(frame)  # the same, run by GX
 
-Two deliberate differences from the gate for streaming (a micro-batch is not an extract): the
-batch-level expectations are skipped, and not-null is enforced only on the columns scoring needs
-(`ingest.messages.REQUIRED_COLUMNS`). Cost on 2 cores: importing GX ~12-15 s once per process,
+Deliberate differences from the gate for streaming (a micro-batch is not an extract): the
+batch-level expectations are skipped, not-null is enforced only on the columns scoring needs
+(`ingest.messages.REQUIRED_COLUMNS`), the label's expectations are skipped (scoring never reads
+`fare` or `tips`; a message may carry them for monitoring), and duplicates are the stream's own
+business (by `trip_id`). The data clock (`gates.DATA_CLOCK_PARAMETER`) is passed per call. Cost on 2 cores: importing GX ~12-15 s once per process,
 then ~0.55 s per 60-row micro-batch; pandas evaluates the same expectations in ~0.03 s.
 """
 
@@ -33,11 +35,16 @@ def quarantine_expectations(expectations_dir: Path, streaming: bool = True) -> l
 
     path = expectations_dir / "gx" / "expectations" / f"{RAW_SUITE}.json"
     suite = json.loads(path.read_text())
+    from chicago_taxi.quality.gates import DUPLICATE_ROW
+
     chosen = []
     for exp in suite["expectations"]:
         if (exp.get("meta") or {}).get("severity") != "quarantine":
             continue
-        if streaming and exp["type"] == "expect_column_values_to_not_be_null" and exp["kwargs"].get("column") not in REQUIRED_COLUMNS:
+        column = exp["kwargs"].get("column")
+        if streaming and exp["type"] == "expect_column_values_to_not_be_null" and column not in REQUIRED_COLUMNS:
+            continue
+        if streaming and (column in schema.FORBIDDEN_INPUTS or column == DUPLICATE_ROW):
             continue
         chosen.append({"type": exp["type"], "kwargs": dict(exp["kwargs"]), "meta": dict(exp.get("meta") or {})})
     return chosen
@@ -49,12 +56,34 @@ def label_of(exp: dict) -> str:
     return expectation_label(SimpleNamespace(type=exp["type"], kwargs=exp["kwargs"]))
 
 
-def failed_rows_pandas(frame: pd.DataFrame, expectations: list[dict]) -> dict[int, list[str]]:
+def parameters_for(data_clock_epoch: int | None) -> dict:
+    """The suite's run parameters: the data clock (None: no bound, for a look at history)."""
+    from chicago_taxi.quality.gates import DATA_CLOCK_PARAMETER, NO_DATA_CLOCK
+
+    # A float, as Great Expectations reports its bounds (labels read the same from both).
+    return {DATA_CLOCK_PARAMETER: float(int(data_clock_epoch) if data_clock_epoch is not None else NO_DATA_CLOCK)}
+
+
+def _resolved(kwargs: dict, parameters: dict) -> dict:
+    out = {}
+    for key, value in kwargs.items():
+        if isinstance(value, dict) and "$PARAMETER" in value:
+            if value["$PARAMETER"] not in parameters:
+                raise KeyError(f"expectation parameter {value['$PARAMETER']!r} not given")
+            value = parameters[value["$PARAMETER"]]
+        out[key] = value
+    return out
+
+
+def failed_rows_pandas(frame: pd.DataFrame, expectations: list[dict], data_clock_epoch: int | None = None) -> dict[int, list[str]]:
     """Row position -> labels of the expectations it fails, evaluated with pandas exactly as GX
     does for these three types (nulls pass "between" and "in set"; NaN counts as null)."""
     failed: dict[int, list[str]] = {}
     checked = with_derived_columns(frame)
+    parameters = parameters_for(data_clock_epoch)
     for exp in expectations:
+        # Labels carry the resolved bounds, as Great Expectations' own results do.
+        exp = exp | {"kwargs": _resolved(exp["kwargs"], parameters)}
         column, kind = exp["kwargs"]["column"], exp["type"]
         if column not in checked:
             continue
@@ -112,12 +141,14 @@ class GxRowValidator:
         batch = context.data_sources.add_pandas("stream").add_dataframe_asset("trips").add_batch_definition_whole_dataframe("micro_batch")
         self.definition = context.validation_definitions.add(gx.ValidationDefinition(name="raw_trips_stream", data=batch, suite=suite))
 
-    def failed_rows(self, frame: pd.DataFrame) -> dict[int, list[str]]:
+    def failed_rows(self, frame: pd.DataFrame, data_clock_epoch: int | None = None) -> dict[int, list[str]]:
         from chicago_taxi.quality.gates import ROW_ID, collect_results
 
         checked = with_derived_columns(frame)
         result = self.definition.run(
-            batch_parameters={"dataframe": checked}, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW_ID]}
+            batch_parameters={"dataframe": checked},
+            expectation_parameters=parameters_for(data_clock_epoch),
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW_ID]},
         )
         broken = [r for r in result.results if r.exception_info and r.exception_info.get("raised_exception")]
         if broken:

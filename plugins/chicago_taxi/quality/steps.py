@@ -20,8 +20,10 @@ def validate_raw(run_id: str, settings: Settings | None = None) -> dict:
     paths = run_paths(settings, run_id)
     report = run_report(settings, paths)
     try:
+        # The data clock is the extract's window end: nothing in the raw zone may start after it.
+        clock = (report.read().get("extract") or {}).get("window_end_epoch")
         result = validate_raw_trips(
-            read_raw_zone(paths["raw"]), paths["gate"], settings.expectations_dir, paths["reports"], settings.max_bad_row_share
+            read_raw_zone(paths["raw"]), paths["gate"], settings.expectations_dir, paths["reports"], settings.max_bad_row_share, clock
         )
     except QualityGateError as exc:
         gate = json.loads((paths["gate"] / "validate_raw.json").read_text())

@@ -16,15 +16,35 @@ from pathlib import Path
 
 from chicago_taxi.core import schema
 from chicago_taxi.core.schema import transformed_feature_kinds
-from chicago_taxi.quality.gates import _DATASOURCE, IMPLIED_SPEED, MAX_OOV_SHARE, RAW_SUITE, ROW_ID, TRANSFORMED_SUITE, _context
+from chicago_taxi.quality.gates import (
+    _DATASOURCE,
+    CALENDAR_DISAGREES,
+    DATA_CLOCK_PARAMETER,
+    DUPLICATE_ROW,
+    IMPLIED_SPEED,
+    MAX_OOV_SHARE,
+    RAW_SUITE,
+    ROW_ID,
+    TRANSFORMED_SUITE,
+    _context,
+)
+
+# A repaired kind of dirt is a warning; on more than 1% of rows it is reported as a failed warning.
+REPAIRED_MOSTLY = 0.99
 
 
 def _expectation(kind: str, severity: str, why: str, **kwargs) -> dict:
-    return {"type": kind, "kwargs": kwargs, "meta": {"severity": severity, "why": why}}
+    # An open bound is left out (GX drops null kwargs when it stores a suite).
+    return {"type": kind, "kwargs": {k: v for k, v in kwargs.items() if v is not None}, "meta": {"severity": severity, "why": why}}
 
 
 def raw_suite_expectations() -> list[dict]:
-    """Gate 1, derived from the schema: schema adherence, types, nulls, ranges, dirty-row facts."""
+    """Gate 1, derived from the schema: schema adherence, types, nulls, ranges, dirty-row facts.
+
+    A row is quarantined only when it cannot be used: a bad label, an unreadable or future start
+    time, a calendar that disagrees with it, a duplicate. Dirt in a model input (a column whose
+    `out_of_range` is "repair", zero seconds or miles, an implausible speed) is counted as a
+    warning and kept: the transform graph repairs it (schema.REPAIRS), as it will at serving."""
     exps = [_expectation("expect_table_row_count_to_be_between", "batch", "an empty extract means an upstream failure", min_value=1)]
     for col in schema.COLUMNS:
         exps.append(_expectation("expect_column_to_exist", "batch", "schema adherence", column=col.name))
@@ -35,23 +55,56 @@ def raw_suite_expectations() -> list[dict]:
         )
         if not col.nullable:
             exps.append(_expectation("expect_column_values_to_not_be_null", "quarantine", f"{col.name} is required", column=col.name))
-        if col.min_value is not None or col.max_value is not None:
+        repair = {"mostly": REPAIRED_MOSTLY} if col.out_of_range == "repair" else {}
+        severity = "warn" if repair else "quarantine"
+        if col.name == schema.TIMESTAMP:
+            # No trip starts after the run's data clock (the extract's window end, or the stream's
+            # data time plus its tolerance): such a time is a clock fault, and it would let one
+            # trip move every trailing window forward.
             exps.append(
                 _expectation(
-                    "expect_column_values_to_be_between", "quarantine", col.why, column=col.name, min_value=col.min_value, max_value=col.max_value
+                    "expect_column_values_to_be_between",
+                    "quarantine",
+                    f"{col.why}, not after the data clock",
+                    column=col.name,
+                    min_value=col.min_value,
+                    max_value={"$PARAMETER": DATA_CLOCK_PARAMETER},
+                )
+            )
+        elif col.min_value is not None or col.max_value is not None:
+            exps.append(
+                _expectation(
+                    "expect_column_values_to_be_between",
+                    severity,
+                    col.why,
+                    column=col.name,
+                    min_value=col.min_value,
+                    max_value=col.max_value,
+                    **repair,
                 )
             )
         if col.allowed:
-            exps.append(_expectation("expect_column_values_to_be_in_set", "quarantine", col.why, column=col.name, value_set=list(col.allowed)))
+            exps.append(_expectation("expect_column_values_to_be_in_set", severity, col.why, column=col.name, value_set=list(col.allowed), **repair))
     exps += [
-        # Distance over duration: catches the 1,710-mile trips and zero-second trips with miles.
+        # The calendar columns must say what the timestamp says (1 = disagrees).
+        _expectation(
+            "expect_column_values_to_be_in_set",
+            "quarantine",
+            "hour, weekday and month agree with trip_start_timestamp",
+            column=CALENDAR_DISAGREES,
+            value_set=[0],
+        ),
+        # An exact copy of an earlier row is one trip recorded twice: it would count twice.
+        _expectation("expect_column_values_to_be_in_set", "quarantine", "a trip is recorded once", column=DUPLICATE_ROW, value_set=[0]),
+        # Distance over duration: an odometer glitch (the 1,710-mile trips). Repaired, not quarantined.
         _expectation(
             "expect_column_values_to_be_between",
-            "quarantine",
-            f"no taxi averages more than {schema.MAX_SPEED_MPH:.0f} mph",
+            "warn",
+            f"no taxi averages more than {schema.MAX_SPEED_MPH:.0f} mph: the graph does not trust such a distance",
             column=IMPLIED_SPEED,
             min_value=0,
             max_value=schema.MAX_SPEED_MPH,
+            mostly=REPAIRED_MOSTLY,
         ),
         # Null rates: a sudden jump means a broken upstream feed, not dirty rows.
         _expectation(
@@ -69,10 +122,15 @@ def raw_suite_expectations() -> list[dict]:
             min_value=0.8,
         ),
         # Known dirt the model copes with: reported, never quarantined.
-        # (GX keeps one expectation per type and column, so this one is not a second "between".)
+        # (GX keeps one expectation per type and column, so these are not a second "between".)
         _expectation(
             "expect_column_values_to_not_be_in_set", "warn", "27% of meters record no miles", column="trip_miles", value_set=[0], mostly=0.6
         ),
+        _expectation(
+            "expect_column_values_to_not_be_in_set", "warn", "3.6% of meters record no duration", column="trip_seconds", value_set=[0], mostly=0.9
+        ),
+        _expectation("expect_column_values_to_not_be_null", "warn", "seconds are rarely missing", column="trip_seconds", mostly=0.99),
+        _expectation("expect_column_values_to_not_be_null", "warn", "miles are rarely missing", column="trip_miles", mostly=0.99),
         _expectation("expect_column_values_to_not_be_null", "warn", "company is often missing", column="company", mostly=0.6),
     ]
     return exps

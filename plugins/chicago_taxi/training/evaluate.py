@@ -36,6 +36,24 @@ def regression_metrics(actual, predicted) -> Metrics:
 
 
 @dataclass(frozen=True)
+class HoldoutMetrics:
+    """A model judged on what it will meet: every holdout trip with a usable fare (dirty inputs
+    included, as serving receives them) and the clean ones (no repair by the transform graph)."""
+
+    all: Metrics
+    clean: Metrics
+
+    @classmethod
+    def of(cls, actual, predicted, clean) -> HoldoutMetrics:
+        actual, predicted, clean = np.asarray(actual, dtype=float), np.asarray(predicted, dtype=float), np.asarray(clean, dtype=bool)
+        return cls(regression_metrics(actual, predicted), regression_metrics(actual[clean], predicted[clean]))
+
+    def as_dict(self) -> dict:
+        # The whole holdout's figures at the top (what promotion and older readers look at first).
+        return self.all.as_dict() | {"clean": self.clean.as_dict()}
+
+
+@dataclass(frozen=True)
 class TariffBaseline:
     """fare = intercept + per_mile * miles + per_second * seconds, fitted by least squares."""
 
@@ -50,10 +68,11 @@ class TariffBaseline:
         return cls(*map(float, coef))
 
     def predict(self, trips: pd.DataFrame) -> np.ndarray:
+        # A meter reads what it reads: missing miles or seconds count as 0, as on a taxi meter.
         return (
             self.intercept
-            + self.per_mile * trips["trip_miles"].astype(float).to_numpy()
-            + self.per_second * trips["trip_seconds"].astype(float).to_numpy()
+            + self.per_mile * trips["trip_miles"].astype(float).fillna(0.0).to_numpy()
+            + self.per_second * trips["trip_seconds"].astype(float).fillna(0.0).to_numpy()
         )
 
 
@@ -68,31 +87,49 @@ class PromotionDecision:
         return asdict(self)
 
 
-def decide_promotion(candidate: Metrics, baseline: Metrics, champion: Metrics | None, max_ratio_to_baseline: float) -> PromotionDecision:
-    """Register only a candidate that beats the baseline by the margin; make it champion only when
-    it is no worse than the current champion on the same holdout."""
-    ratio = candidate.rmse / baseline.rmse if baseline.rmse > 0 else float("inf")
-    if ratio > max_ratio_to_baseline:
-        return PromotionDecision(
-            False,
-            False,
-            None,
-            [
-                f"candidate RMSE {candidate.rmse:.3f} is {ratio:.3f}x the baseline's {baseline.rmse:.3f}; at most {max_ratio_to_baseline}x is required, so nothing is registered"
-            ],
-        )
-    reasons = [f"candidate RMSE {candidate.rmse:.3f} is {ratio:.3f}x the baseline's {baseline.rmse:.3f} (limit {max_ratio_to_baseline}x)"]
+# A new champion may give up at most this share of RMSE on the clean trips for a better whole holdout.
+CLEAN_ROWS_TOLERANCE = 0.05
+
+
+def decide_promotion(
+    candidate: HoldoutMetrics, baseline: HoldoutMetrics, champion: HoldoutMetrics | None, max_ratio_to_baseline: float
+) -> PromotionDecision:
+    """Register only a candidate that beats the baseline by the margin on the whole holdout and on
+    its clean trips; make it champion only when it is no worse than the current champion on the
+    whole holdout and at most CLEAN_ROWS_TOLERANCE worse on the clean trips (same rows)."""
+    reasons, fails = [], []
+    for name, ours, theirs in (("whole holdout", candidate.all, baseline.all), ("clean trips", candidate.clean, baseline.clean)):
+        ratio = ours.rmse / theirs.rmse if theirs.rmse > 0 else float("inf")
+        text = f"{name}: candidate RMSE {ours.rmse:.3f} is {ratio:.3f}x the baseline's {theirs.rmse:.3f}"
+        if ratio > max_ratio_to_baseline:
+            fails.append(f"{text}; at most {max_ratio_to_baseline}x is required")
+        else:
+            reasons.append(f"{text} (limit {max_ratio_to_baseline}x)")
+    if fails:
+        return PromotionDecision(False, False, None, reasons + fails + ["nothing is registered"])
     if champion is None:
         return PromotionDecision(True, True, "champion", reasons + ["no champion yet: the candidate becomes champion"])
-    ours, theirs = distinct_figures(candidate.rmse, champion.rmse)
-    if candidate.rmse <= champion.rmse:
-        return PromotionDecision(True, True, "champion", reasons + [f"candidate RMSE {ours} <= champion's {theirs} on the same holdout"])
-    return PromotionDecision(
-        True,
-        False,
-        "challenger",
-        reasons + [f"candidate RMSE {ours} > champion's {theirs}: registered as challenger, champion unchanged"],
-    )
+    ours, theirs = distinct_figures(candidate.all.rmse, champion.all.rmse)
+    clean_limit = champion.clean.rmse * (1 + CLEAN_ROWS_TOLERANCE)
+    if candidate.all.rmse > champion.all.rmse:
+        why = f"candidate RMSE {ours} > champion's {theirs} on the whole holdout"
+    elif candidate.clean.rmse > clean_limit:
+        why = (
+            f"candidate RMSE on clean trips {candidate.clean.rmse:.3f} is more than {CLEAN_ROWS_TOLERANCE:.0%} above the champion's "
+            f"{champion.clean.rmse:.3f}"
+        )
+    else:
+        return PromotionDecision(
+            True,
+            True,
+            "champion",
+            reasons
+            + [
+                f"candidate RMSE {ours} <= champion's {theirs} on the same holdout, and {candidate.clean.rmse:.3f} on clean trips "
+                f"(champion {champion.clean.rmse:.3f}, limit +{CLEAN_ROWS_TOLERANCE:.0%})"
+            ],
+        )
+    return PromotionDecision(True, False, "challenger", reasons + [f"{why}: registered as challenger, champion unchanged"])
 
 
 def distinct_figures(a: float, b: float, digits: int = 3, most: int = 9) -> tuple[str, str]:

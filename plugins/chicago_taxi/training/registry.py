@@ -13,7 +13,7 @@ import pandas as pd
 
 from chicago_taxi.core import schema
 from chicago_taxi.model.predictor import MODEL_ARTIFACT, TRANSFORM_ARTIFACT
-from chicago_taxi.training.evaluate import Metrics, regression_metrics
+from chicago_taxi.training.evaluate import HoldoutMetrics
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "chicago_taxi_fare"
@@ -57,15 +57,15 @@ def champion_version(model_name: str):
         return None
 
 
-def champion_metrics(model_name: str, holdout: pd.DataFrame, label: str) -> tuple[Metrics | None, str | None]:
-    """The current champion scored on this run's holdout (same rows as the candidate)."""
+def champion_metrics(model_name: str, holdout: pd.DataFrame, label: str, clean) -> tuple[HoldoutMetrics | None, str | None]:
+    """The current champion scored on this run's holdout (same rows, and the same clean ones, as the candidate)."""
     import mlflow
 
     version = champion_version(model_name)
     if version is None:
         return None, None
     model = mlflow.pyfunc.load_model(f"models:/{model_name}@champion")
-    return regression_metrics(holdout[label], model.predict(holdout)), str(version.version)
+    return HoldoutMetrics.of(holdout[label], model.predict(holdout), clean), str(version.version)
 
 
 def log_run(

@@ -75,10 +75,13 @@ def train(run_id: str, settings: Settings | None = None) -> dict:
 
 # ---------------------------------------------------------------- 6. evaluate
 def evaluate(run_id: str, settings: Settings | None = None) -> dict:
+    """The candidate, the tariff baseline and the champion on the same holdout: every trip whose
+    fare is usable (dirty inputs included, as serving will meet them) and the clean ones among
+    them (trips the transform graph did not repair)."""
     from chicago_taxi.model.network import model_filename
     from chicago_taxi.model.predictor import FarePredictor
     from chicago_taxi.training import registry
-    from chicago_taxi.training.evaluate import TariffBaseline, decide_promotion, plot_evaluation, regression_metrics
+    from chicago_taxi.training.evaluate import HoldoutMetrics, TariffBaseline, decide_promotion, plot_evaluation
 
     settings = settings or load_settings()
     paths = run_paths(settings, run_id)
@@ -88,25 +91,32 @@ def evaluate(run_id: str, settings: Settings | None = None) -> dict:
     variants = {}
     for with_store in (True, False):
         predictor = FarePredictor(paths["transform"] / "transform_graph", paths["model"] / model_filename(with_store))
-        prediction = predictor.predict(holdout)
-        variants[with_store] = (regression_metrics(holdout[schema.LABEL], prediction), prediction)
+        prediction, repairs = predictor.predict_with_repairs(holdout)
+        clean = repairs == 0
+        variants[with_store] = (HoldoutMetrics.of(holdout[schema.LABEL], prediction, clean), prediction)
     # The store features must earn their place: the variant without them wins a tie or better.
-    chosen = True if variants[True][0].rmse < variants[False][0].rmse else False
+    chosen = True if variants[True][0].all.rmse < variants[False][0].all.rmse else False
     candidate, predicted = variants[chosen]
-    baseline_model = TariffBaseline.fit(train_raw)
-    baseline = regression_metrics(holdout[schema.LABEL], baseline_model.predict(holdout))
+    # The baseline is a tariff fitted on clean training trips (as a person would fit one), then
+    # judged on the same rows as the candidate.
+    _, train_repairs = predictor.predict_with_repairs(train_raw)
+    baseline_model = TariffBaseline.fit(train_raw[train_repairs == 0])
+    baseline = HoldoutMetrics.of(holdout[schema.LABEL], baseline_model.predict(holdout), clean)
     registry.configure(settings.mlflow_tracking_uri, settings.mlflow_artifacts_dir)
-    champion, champion_version = registry.champion_metrics(settings.model_name, holdout, schema.LABEL)
+    champion, champion_version = registry.champion_metrics(settings.model_name, holdout, schema.LABEL, clean)
     decision = decide_promotion(candidate, baseline, champion, settings.max_rmse_ratio_to_baseline)
     plots = plot_evaluation(holdout, predicted, paths["reports"])
+    repaired = {r.code: int(((repairs >> bit) & 1).sum()) for bit, r in enumerate(schema.REPAIRS)}
     section = {
         "candidate": candidate.as_dict() | {"with_store_features": chosen, "model_file": model_filename(chosen)},
         "with_store_features": variants[True][0].as_dict(),
         "without_store_features": variants[False][0].as_dict(),
         "baseline": baseline.as_dict() | {"coefficients": baseline_model.__dict__},
         "champion": (champion.as_dict() | {"version": champion_version}) if champion else None,
-        "rmse_ratio_to_baseline": round(candidate.rmse / baseline.rmse, 4),
+        "rmse_ratio_to_baseline": round(candidate.all.rmse / baseline.all.rmse, 4),
+        "clean_rmse_ratio_to_baseline": round(candidate.clean.rmse / baseline.clean.rmse, 4),
         "max_rmse_ratio_to_baseline": settings.max_rmse_ratio_to_baseline,
+        "holdout_repairs": {"rows": len(holdout), "clean_rows": int(clean.sum()), "trips_per_repair": repaired},
         "decision": decision.as_dict(),
         "plots": plots,
     }
@@ -126,7 +136,7 @@ def register(run_id: str, settings: Settings | None = None) -> dict:
     sections = report.read()
     evaluation = sections["evaluate"]
     decision = evaluation["decision"]
-    metrics = {"rmse_ratio_to_baseline": evaluation["rmse_ratio_to_baseline"]}
+    metrics = {k: evaluation[k] for k in ("rmse_ratio_to_baseline", "clean_rmse_ratio_to_baseline") if k in evaluation}
     for prefix, key in (
         ("candidate", "candidate"),
         ("with_store", "with_store_features"),
@@ -136,6 +146,8 @@ def register(run_id: str, settings: Settings | None = None) -> dict:
     ):
         if evaluation[key]:
             metrics |= {f"{prefix}_{k}": evaluation[key][k] for k in ("rmse", "mae", "r2")}
+            # The same figures on the clean holdout trips (no input repaired).
+            metrics |= {f"{prefix}_clean_{k}": evaluation[key]["clean"][k] for k in ("rmse", "mae", "r2") if "clean" in evaluation[key]}
     params = {
         "rows_extracted": sections["extract"]["rows"],
         "rows_quarantined": sections["validate_raw"]["quarantined_rows"],

@@ -29,7 +29,7 @@ def test_split_by_time_puts_the_latest_trips_in_the_holdout(clean_trips):
 def test_transform_outputs_every_declared_feature_and_row(transform_run):
     train, holdout, result = transform_run
     out = pd.read_parquet(result.train_path)
-    assert set(out.columns) == set(transformed_feature_kinds())
+    assert set(out.columns) == set(transformed_feature_kinds()) | {schema.REPAIRS_OUTPUT}
     assert len(out) == len(train) and result.holdout_rows == len(holdout)
 
 
@@ -108,3 +108,50 @@ def test_the_fare_index_becomes_a_clipped_multiplier_relative_to_training(transf
     clip_low, clip_high = schema.FARE_SCALE_RANGE
     np.testing.assert_allclose(scale, [1.1, clip_high, 1.0, clip_low], rtol=1e-5)
     assert transformed_feature_kinds()["city_fare_index_14d_xf"] == ("scale", 1)
+
+
+def _codes(mask) -> list[str]:
+    return [r.code for r in schema.repairs_of(mask)]
+
+
+def test_each_kind_of_real_dirt_is_repaired_and_named(transform_run, graph):
+    _, holdout, _ = transform_run
+    base = holdout.iloc[[0]].assign(trip_miles=3.0, trip_seconds=900.0, pickup_community_area=8.0)
+    variants = {
+        "clean": {},
+        "zero seconds": {"trip_seconds": 0.0},
+        "missing seconds": {"trip_seconds": np.nan},
+        "zero miles": {"trip_miles": 0.0},
+        "odometer glitch": {"trip_miles": 115.0, "trip_seconds": 1260.0},
+        "far beyond training": {"trip_miles": 400.0, "trip_seconds": 30000.0},
+        "pickup in the lake": {"pickup_latitude": 41.9, "pickup_longitude": -86.0},
+        "area 99": {"pickup_community_area": 99.0},
+    }
+    trips = pd.concat([base.assign(**changes) for changes in variants.values()], ignore_index=True)
+    out = graph.transform(trips)
+    codes = dict(zip(variants, (_codes(m) for m in out[schema.REPAIRS_OUTPUT])))
+    assert codes == {
+        "clean": [],
+        "zero seconds": ["seconds_not_recorded"],
+        "missing seconds": ["seconds_not_recorded"],
+        "zero miles": ["miles_not_recorded"],
+        "odometer glitch": ["implausible_speed"],
+        "far beyond training": ["miles_clipped", "seconds_clipped"],
+        "pickup in the lake": ["pickup_outside_chicago"],
+        "area 99": ["pickup_area_unknown"],
+    }
+    row = {name: i for i, name in enumerate(variants)}
+    # A distance that cannot be trusted is priced like no distance at all (27% of real trips).
+    for feature in ("trip_miles_xf", "log_trip_miles_xf", "miles_not_recorded_xf"):
+        assert out[feature][row["odometer glitch"]] == out[feature][row["zero miles"]], feature
+    assert out["miles_not_recorded_xf"][row["odometer glitch"]] == 1.0
+    assert out["seconds_not_recorded_xf"][row["zero seconds"]] == 1.0
+    assert out["trip_seconds_xf"][row["zero seconds"]] == out["trip_seconds_xf"][row["missing seconds"]]
+    # Clipped at the training split's upper quantile: no value beyond what the network saw.
+    train_out = pd.read_parquet(transform_run[2].train_path)
+    assert out["trip_miles_xf"][row["far beyond training"]] <= train_out["trip_miles_xf"].max() + 1e-6
+    assert out["trip_seconds_xf"][row["far beyond training"]] <= train_out["trip_seconds_xf"].max() + 1e-6
+    # An outside point is a missing point; an unknown area is area 0.
+    assert out["pickup_latitude_xf"][row["pickup in the lake"]] == schema.BUCKET_COUNT
+    assert out["coordinates_missing_xf"][row["pickup in the lake"]] == 1.0
+    assert out["pickup_community_area_xf"][row["area 99"]] == 0

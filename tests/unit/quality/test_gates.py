@@ -32,17 +32,46 @@ def test_good_batch_passes_with_nothing_quarantined(clean_trips, tmp_path, expec
     assert _stored_files(expectations) == before
 
 
-def test_real_sample_passes_and_quarantines_each_known_dirty_row(trips, tmp_path, expectations):
+def test_real_sample_quarantines_unusable_labels_and_keeps_repairable_dirt_with_warnings(trips, tmp_path, expectations):
     result = _run(trips, tmp_path, expectations)
     quarantine = pd.read_parquet(result.quarantine_path)
+    clean = pd.read_parquet(result.clean_path)
     assert result.success
-    assert result.quarantined_rows == len(quarantine) and 0 < result.bad_row_share < 0.05
-    # Ranges: zero fares, the $700.07 fare, zero-second trips and 1,710-mile trips are all caught.
+    assert result.quarantined_rows == len(quarantine) and 0 < result.bad_row_share < 0.01
+    # Unusable labels: zero fares and the $700.07 fare.
     assert (quarantine.fare == 0).sum() == (trips.fare == 0).sum()
-    assert 700.07 in quarantine.fare.values and 1710 in quarantine.trip_miles.values
-    assert (quarantine.trip_seconds == 0).sum() == (trips.trip_seconds == 0).sum()
-    assert quarantine.failed_expectations.str.contains("fare").any()
-    assert len(pd.read_parquet(result.clean_path)) + len(quarantine) == len(trips)
+    assert 700.07 in quarantine.fare.values
+    assert quarantine.failed_expectations.str.contains("fare").all()
+    # Dirty inputs with a real fare stay, for the transform graph to repair: zero seconds, the
+    # 1,710-mile odometer glitch; they are counted as warnings.
+    glitch = trips[(trips.trip_miles == 1710) & trips.fare.between(3.25, 300)]
+    assert len(glitch) and 1710 in clean.trip_miles.values
+    assert (clean.trip_seconds == 0).sum() == ((trips.trip_seconds == 0) & trips.fare.between(3.25, 300)).sum() > 400
+    warned = {o.name.split(" ")[0]: o.unexpected_count for o in result.outcomes if o.severity == "warn"}
+    assert warned["expect_column_values_to_be_between(implied_speed_mph)"] >= 59
+    assert warned["expect_column_values_to_not_be_in_set(trip_seconds)"] == (trips.trip_seconds == 0).sum()
+    assert len(clean) + len(quarantine) == len(trips)
+
+
+def test_duplicates_future_starts_and_calendars_that_disagree_are_quarantined_and_counted(clean_trips, tmp_path, expectations):
+    batch = clean_trips.head(200).copy()
+    clock = int(batch.trip_start_timestamp.max())
+    batch = pd.concat([batch, batch.iloc[[0]]], ignore_index=True)  # row 200: a copy of row 0
+    batch.loc[1, "trip_start_timestamp"] = clock + 900  # after the data clock
+    batch.loc[1, ["trip_start_hour", "trip_start_day", "trip_start_month"]] = gates.calendar_of(clock + 900)
+    batch.loc[2, "trip_start_hour"] = (batch.loc[2, "trip_start_hour"] + 1) % 24  # disagrees with its timestamp
+    result = gates.validate_raw_trips(batch, tmp_path / "gate", expectations, tmp_path / "reports", 0.05, data_clock_epoch=clock)
+    failed = pd.read_parquet(result.quarantine_path).set_index("_row_id").failed_expectations
+    assert sorted(failed.index) == [1, 2, 200]
+    assert "trip_start_timestamp" in failed[1] and str(clock) in failed[1]
+    assert "calendar_disagrees_with_timestamp" in failed[2]
+    assert "duplicate_of_earlier_row" in failed[200]
+    counts = {o.name.split(")")[0] + ")": o.unexpected_count for o in result.outcomes if o.severity == "quarantine" and o.unexpected_count}
+    assert counts == {
+        "expect_column_values_to_be_between(trip_start_timestamp)": 1,
+        "expect_column_values_to_be_in_set(calendar_disagrees_with_timestamp)": 1,
+        "expect_column_values_to_be_in_set(duplicate_of_earlier_row)": 1,
+    }
 
 
 def test_missing_column_stops_the_gate_and_names_it(clean_trips, tmp_path, expectations):
