@@ -17,7 +17,8 @@ import uvicorn  # noqa: E402
 from fastapi import Body, FastAPI  # noqa: E402
 from pydantic import Field  # noqa: E402
 
-from chicago_taxi.serving.contract import PredictionResponse, TripRequest  # noqa: E402
+from chicago_taxi.core.config import ServeConfig  # noqa: E402
+from chicago_taxi.serving.contract import BatchAnswer, BatchTrip, PredictionResponse, TripRequest  # noqa: E402
 from chicago_taxi.serving.fare_service import FareService  # noqa: E402
 
 service = FareService()
@@ -30,8 +31,9 @@ def predict(trip: Annotated[TripRequest, Body(embed=True)]) -> PredictionRespons
 
 
 @app.post("/predict_batch")
-def predict_batch(trips: Annotated[list[TripRequest], Body(embed=True), Field(max_length=1000)]) -> list[PredictionResponse]:
-    return [PredictionResponse(**a) for a in service.predict([t.model_dump() for t in trips])]
+def predict_batch(trips: Annotated[list[BatchTrip], Body(embed=True), Field(max_length=ServeConfig.from_env().max_batch_trips)]) -> list[BatchAnswer]:
+    # As the service: each trip checked on its own, an error entry for one that cannot be read.
+    return [BatchAnswer.of(entry) for entry in service.predict_each(trips)]
 
 
 @app.get("/readyz")

@@ -146,6 +146,18 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
+def check_answers(port: int, trips: list[dict]) -> None:
+    """The benchmark measures scoring: every trip of its payload must get a fare, not an error entry."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/predict_batch", data=json.dumps({"trips": trips}).encode(), headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answers = json.loads(response.read())
+    refused = [a for a in answers if "fare" not in a]
+    if len(answers) != len(trips) or refused:
+        raise SystemExit(f"{len(answers)} answers for {len(trips)} trips, {len(refused)} refused: {refused[:2]}")
+
+
 def wrk(port: int, path: str, bodies: Path, concurrency: int, seconds: int, tmp: Path) -> dict:
     script = tmp / f"wrk{path.replace('/', '_')}.lua"
     script.write_text(LUA % {"bodies": bodies, "path": path})
@@ -219,6 +231,7 @@ def main() -> None:
             print(f"starting {name} on 127.0.0.1:{port}")
             server = Server(name, [c.format(port=port) for c in cmd], port, env, tmp / f"{name.split()[0]}.log")
             servers.append(server)
+            check_answers(port, trips)
             for path, bodies, label in (("/predict", single, "single"), ("/predict_batch", batch, "batch of 100")):
                 wrk(port, path, bodies, 1, 3, tmp)  # warm-up
                 for concurrency in (1, 8, 32):

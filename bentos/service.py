@@ -3,15 +3,20 @@
 All logic lives in `chicago_taxi.serving.fare_service.FareService` (shared with the benchmark's bare
 uvicorn app); this file only wires it into BentoML:
 
-- POST /predict         {"trip": {...}}       -> {"fare", "model_version", "features_defaulted", "degraded", "trip_id"}
-- POST /predict_batch   {"trips": [{...}, ...]} -> a list of those answers, in input order
+- POST /predict         {"trip": {...}}       -> {"fare", "model_version", "features_defaulted", "input_warnings", "degraded", "trip_id"}
+- POST /predict_batch   {"trips": [{...}, ...]} -> one entry per trip, in input order: that answer, or
+                        {"index", "trip_id", "errors"} for a trip that cannot be interpreted
 - GET  /ops/health      model version, online store reachability, last reload error
 - POST /ops/reload      re-resolve `models:/chicago_taxi_fare@champion` now (it is also polled
                         every TAXI_CHAMPION_POLL_SECONDS, default 30)
 - GET  /readyz, /livez, /metrics, /docs.json (OpenAPI), / (Swagger UI): BentoML's own.
 
-Trips use the Chicago column names or the legacy upstream shape (SPEC); bad fields get a 400
-naming each one; a body that is not JSON by its Content-Type gets a 415. Redis down: answers stay 200 and carry `"degraded": true` (see fare_service).
+Trips use the Chicago column names or the legacy upstream shape (SPEC); what can be interpreted is
+scored, repairs named in `input_warnings` (see serving.contract). A single trip that cannot be
+interpreted gets a 400 naming each bad field; a batch gets a 400 only for its envelope (not JSON,
+`trips` not a list of objects, more than TAXI_SERVE_MAX_BATCH_TRIPS trips). A body over
+TAXI_SERVE_MAX_BODY_BYTES gets a 413, a body that is not JSON by its Content-Type a 415. Redis
+down: answers stay 200 and carry `"degraded": true` (see fare_service).
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ from pydantic import Field
 # The repository root (for `bentos.*`) and plugins/ (the library), in a checkout and in a built Bento alike.
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "plugins")]
 
-from bentos.middleware import JsonBodiesOnly  # noqa: E402
+from bentos.middleware import BodySizeLimit, JsonBodiesOnly  # noqa: E402
 from chicago_taxi.core.config import ServeConfig  # noqa: E402
-from chicago_taxi.serving.contract import PredictionResponse, TripRequest  # noqa: E402
+from chicago_taxi.serving.contract import BatchAnswer, BatchTrip, PredictionResponse, TripRequest  # noqa: E402
 
 # Set when the training DAG builds the Bento: the registered version is packed into it and used
 # only when the registry cannot be reached at start.
@@ -85,8 +90,8 @@ class TaxiFareService:
         return PredictionResponse(**self.service.predict([trip.model_dump()])[0])
 
     @bentoml.api
-    def predict_batch(self, trips: list[TripRequest] = Field(max_length=1000)) -> list[PredictionResponse]:
-        return [PredictionResponse(**a) for a in self.service.predict([t.model_dump() for t in trips])]
+    def predict_batch(self, trips: list[BatchTrip] = Field(max_length=SERVE.max_batch_trips)) -> list[BatchAnswer]:
+        return [BatchAnswer.of(entry) for entry in self.service.predict_each(trips)]
 
     @ops.get("/health")
     def health(self) -> dict:
@@ -98,3 +103,4 @@ class TaxiFareService:
 
 
 TaxiFareService.add_asgi_middleware(JsonBodiesOnly)
+TaxiFareService.add_asgi_middleware(BodySizeLimit, max_bytes=SERVE.max_body_bytes)

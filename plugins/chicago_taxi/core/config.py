@@ -165,6 +165,9 @@ class StreamConfig:
     log_retention_days: float = 7.0  # TAXI_STREAM_LOG_RETENTION_DAYS
     linger_seconds: float = 10.0  # TAXI_STREAM_LINGER_SECONDS: a drain waits this long for more
     max_run_seconds: float = 600.0  # TAXI_STREAM_MAX_RUN_SECONDS: one drain's bound
+    # TAXI_STREAM_FUTURE_TOLERANCE_MINUTES: a trip may start at most this long after the data
+    # time (clocks drift); a later start is dead-lettered.
+    future_tolerance_minutes: float = 60.0
 
     @classmethod
     def from_env(cls) -> StreamConfig:
@@ -179,6 +182,7 @@ class StreamConfig:
             log_retention_days=env_float("TAXI_STREAM_LOG_RETENTION_DAYS", 7.0),
             linger_seconds=env_float("TAXI_STREAM_LINGER_SECONDS", 10.0),
             max_run_seconds=env_float("TAXI_STREAM_MAX_RUN_SECONDS", 600.0),
+            future_tolerance_minutes=env_float("TAXI_STREAM_FUTURE_TOLERANCE_MINUTES", 60.0),
         )
 
 
@@ -191,6 +195,10 @@ class ServeConfig:
     timeout_seconds: float  # TAXI_SERVE_TIMEOUT_SECONDS
     workers: int  # TAXI_SERVE_WORKERS
     threads: int  # TAXI_SERVE_THREADS
+    # TAXI_SERVE_MAX_BODY_BYTES: a larger /predict or /predict_batch body gets a 413 (1,000
+    # trips of the real sample take ~370 KB; 1 MiB leaves room for long company names).
+    max_body_bytes: int = 1024 * 1024
+    max_batch_trips: int = 1000  # TAXI_SERVE_MAX_BATCH_TRIPS: a longer /predict_batch gets a 400
 
     @classmethod
     def from_env(cls) -> ServeConfig:
@@ -199,4 +207,6 @@ class ServeConfig:
             timeout_seconds=env_float("TAXI_SERVE_TIMEOUT_SECONDS", 5.0),
             workers=int(env_float("TAXI_SERVE_WORKERS", 1)),
             threads=int(env_float("TAXI_SERVE_THREADS", 2)),
+            max_body_bytes=int(env_float("TAXI_SERVE_MAX_BODY_BYTES", 1024 * 1024)),
+            max_batch_trips=int(env_float("TAXI_SERVE_MAX_BATCH_TRIPS", 1000)),
         )

@@ -5,6 +5,10 @@ from Redis through Feast, the saved transform graph, the model.
 both wrap one `FareService`, so they do exactly the same work per request.
 
 Behaviour a caller can rely on:
+- Every answer carries `input_warnings`: the repairs the transform graph made to the trip's
+  inputs (`schema.REPAIRS`: zero seconds, an implausible speed, a point outside Chicago, ...).
+- A batch is validated trip by trip (`predict_each`): a trip that cannot be interpreted gets an
+  error entry in its place, the others are scored.
 - Store features come from one Feast call per request (single or batch). A trip whose entity has
   no value, or a value past the view's TTL, is scored with the training defaults, and the
   answer names those features in `features_defaulted`.
@@ -30,6 +34,7 @@ import pandas as pd
 
 from chicago_taxi.core import schema
 from chicago_taxi.core.config import Settings, load_settings
+from chicago_taxi.serving.contract import check_trip
 
 log = logging.getLogger(__name__)
 CHAMPION_ALIAS = "champion"
@@ -157,7 +162,8 @@ class FareService:
 
     # ------------------------------------------------------------------ predictions
     def predict(self, trips: list[dict]) -> list[dict]:
-        """Fares for validated trips (dicts of Chicago columns), in input order."""
+        """Answers for validated trips (dicts of Chicago columns), in input order: the fare, and
+        in `input_warnings` each repair the transform graph made to the trip's inputs."""
         if not trips:
             return []
         model = self.model  # one model for the whole batch, even if a reload swaps it meanwhile
@@ -168,14 +174,28 @@ class FareService:
             store_values = pd.DataFrame(np.nan, index=range(len(frame)), columns=list(schema.STORE_FEATURES))
             defaulted = [list(schema.STORE_FEATURES)] * len(frame)
         scored = pd.concat([frame.reset_index(drop=True), store_values.reset_index(drop=True)], axis=1)
-        fares = model.predictor.predict(scored)
+        fares, repairs = model.predictor.predict_with_repairs(scored)
         answers = []
-        for i, fare in enumerate(fares):
-            answer = {"fare": round(float(fare), 2), "model_version": model.version, "features_defaulted": defaulted[i], "degraded": degraded}
+        for i, (fare, mask) in enumerate(zip(fares, repairs, strict=True)):
+            answer = {
+                "fare": round(float(fare), 2),
+                "model_version": model.version,
+                "features_defaulted": defaulted[i],
+                "input_warnings": [repair.warning() for repair in schema.repairs_of(mask)],
+                "degraded": degraded,
+            }
             if trips[i].get("trip_id") is not None:
                 answer["trip_id"] = trips[i]["trip_id"]
             answers.append(answer)
         return answers
+
+    def predict_each(self, items: list[dict]) -> list[dict]:
+        """Answers for raw trips (JSON objects), each validated on its own, in input order: the
+        answer of `predict`, or for a trip that cannot be interpreted its error entry
+        {"index", "trip_id", "errors"}; the valid trips are scored together."""
+        checked = [check_trip(index, item) for index, item in enumerate(items)]
+        answers = iter(self.predict([trip for trip, _ in checked if trip is not None]))
+        return [next(answers) if trip is not None else error for trip, error in checked]
 
     # ------------------------------------------------------------------ champion
     def reload(self) -> dict:
