@@ -21,7 +21,7 @@ sys.path.insert(0, str(TESTS_DIR.parent / "plugins"))
 sys.path.insert(0, str(TESTS_DIR))
 
 from fixtures.env import DATA_CSV, REPO_ROOT, free_port  # noqa: E402  (needs tests/ on sys.path)
-from fixtures.trips import without_known_dirt  # noqa: E402
+from fixtures.trips import started_before_test_data_day, without_known_dirt  # noqa: E402
 
 # Fixtures of the real services, one module each: a trained model (training, session), the Kafka
 # broker (kafka, session), Airflow stacks (airflow, a per-module factory), streaming helpers
@@ -40,8 +40,9 @@ def trips() -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def clean_trips(trips) -> pd.DataFrame:
-    """A slice with none of the known dirt, for tests that need a good batch."""
-    return without_known_dirt(trips).head(3000).reset_index(drop=True)
+    """A slice with none of the known dirt, for tests that need a good batch; every trip starts
+    before the tests' data day (the stream's data clock rejects later ones)."""
+    return started_before_test_data_day(without_known_dirt(trips)).head(3000).reset_index(drop=True)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,13 @@ exactly that row, with `compute_view` itself, over the union (by trip_id) of
   (Redis: `chicago_taxi:stream:*` keys; SQLite online store: `stream_log.db` next to it), keyed
   by trip_id, so a re-delivered message never counts twice, trimmed to
   `TAXI_STREAM_LOG_RETENTION_DAYS` (default 7, the raw topic's retention).
+
+The same log remembers the content fingerprint (`messages.trip_fingerprint`) of every trip the
+stream accepted, by trip_id (`contents` / `remember_contents`), so the stream can tell a
+redelivery (same content: scored again, counted once) from another message sent under a known
+trip_id (different content: dead-lettered). Fingerprints are kept for the same retention,
+counted from when they were remembered (wall clock), since a trip's own start time is only
+what the message says.
 """
 
 from __future__ import annotations
@@ -35,9 +42,13 @@ LOG_COLUMNS = (TRIP_ID, schema.TIMESTAMP, schema.LABEL, "trip_miles", "trip_seco
 
 
 def stats_rows(trips: pd.DataFrame) -> pd.DataFrame:
-    """The trips that can feed a statistic (a fare is needed), with the columns compute_view reads."""
+    """The trips that can feed a statistic, with the columns compute_view reads: a usable fare is
+    needed (the label's range: training quarantines a trip with any other, so its statistics
+    never count one; the stream scores such a trip but counts it nowhere)."""
     frame = trips.reindex(columns=list(LOG_COLUMNS))
-    frame = frame[frame[schema.LABEL].notna() & frame[schema.TIMESTAMP].notna()]
+    label = schema.COLUMNS_BY_NAME[schema.LABEL]
+    fares = pd.to_numeric(frame[schema.LABEL], errors="coerce")
+    frame = frame[fares.between(label.min_value, label.max_value) & frame[schema.TIMESTAMP].notna()]
     return frame.reset_index(drop=True)
 
 
@@ -87,11 +98,35 @@ class RedisStreamLog:
                 records += [json.loads(r) for r in self.client.hmget(data, ids) if r is not None]
         return pd.DataFrame(records, columns=list(LOG_COLUMNS))
 
+    # Fingerprints: a hash trip_id -> fingerprint, and a sorted set trip_id -> when remembered
+    # (retention). Their own prefix: no entity value's keys can take these names.
+    CONTENTS, CONTENTS_SEEN = "chicago_taxi:stream_contents:fingerprints", "chicago_taxi:stream_contents:seen"
+
+    def contents(self, trip_ids: list[str]) -> dict[str, str]:
+        """The fingerprint of each of `trip_ids` the stream accepted before (unknown ids left out)."""
+        if not trip_ids:
+            return {}
+        found = self.client.hmget(self.CONTENTS, trip_ids)
+        return {t: f.decode() for t, f in zip(trip_ids, found) if f is not None}
+
+    def remember_contents(self, fingerprints: dict[str, str], now: float, retention_seconds: float) -> None:
+        if not fingerprints:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self.CONTENTS, mapping=fingerprints)
+        pipe.zadd(self.CONTENTS_SEEN, dict.fromkeys(fingerprints, now))
+        pipe.execute()
+        old = self.client.zrangebyscore(self.CONTENTS_SEEN, "-inf", f"({now - retention_seconds}", start=0, num=10_000)
+        if old:
+            self.client.zrem(self.CONTENTS_SEEN, *old)
+            self.client.hdel(self.CONTENTS, *old)
+
 
 class SqliteStreamLog:
     """The same log in a SQLite file beside the SQLite online store (embedded default)."""
 
     TABLE = "stream_trips_by_entity"
+    CONTENTS = "stream_trip_contents"
 
     def __init__(self, settings: Settings):
         import sqlite3
@@ -102,6 +137,7 @@ class SqliteStreamLog:
         # One key column per entity of schema.ENTITIES, typed as the entity's key.
         keys = ", ".join(f"{e.name} {'TEXT' if e.kind == 'string' else 'INTEGER'}" for e in schema.ENTITIES)
         self.db.execute(f"CREATE TABLE IF NOT EXISTS {self.TABLE} (trip_id TEXT PRIMARY KEY, ts REAL, {keys}, record TEXT)")
+        self.db.execute(f"CREATE TABLE IF NOT EXISTS {self.CONTENTS} (trip_id TEXT PRIMARY KEY, fingerprint TEXT, seen REAL)")
         self.db.commit()
 
     def add(self, rows: pd.DataFrame, entities: list[str], retention_seconds: float) -> None:
@@ -133,6 +169,22 @@ class SqliteStreamLog:
         marks = ",".join("?" * len(values))
         cursor = self.db.execute(f"SELECT record FROM {self.TABLE} WHERE {spec.name} IN ({marks}) AND ts BETWEEN ? AND ?", (*values, start, end))
         return pd.DataFrame([json.loads(r) for (r,) in cursor], columns=list(LOG_COLUMNS))
+
+    def contents(self, trip_ids: list[str]) -> dict[str, str]:
+        found = {}
+        for at in range(0, len(trip_ids), 500):  # SQLite caps the parameters of one statement
+            chunk = trip_ids[at : at + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(self.db.execute(f"SELECT trip_id, fingerprint FROM {self.CONTENTS} WHERE trip_id IN ({marks})", chunk).fetchall())
+        return found
+
+    def remember_contents(self, fingerprints: dict[str, str], now: float, retention_seconds: float) -> None:
+        with self.db:
+            self.db.executemany(
+                f"INSERT OR REPLACE INTO {self.CONTENTS} (trip_id, fingerprint, seen) VALUES (?, ?, ?)",
+                [(t, f, now) for t, f in fingerprints.items()],
+            )
+            self.db.execute(f"DELETE FROM {self.CONTENTS} WHERE seen < ?", (now - retention_seconds,))
 
 
 def redis_keys(prefix: str, entity: str, value) -> tuple[str, str]:

@@ -24,6 +24,9 @@ TRIP_ID = "trip_id"
 # names are under 60 characters.
 MAX_ID_LENGTH = 200
 MAX_STRING_LENGTH = 200
+# Numbers must fit what the pipeline stores them in: int64 columns, float32 model inputs.
+MAX_INT = 2**63 - 1
+MAX_FLOAT = 3.4028234663852886e38
 # Needed to score the trip, plus its event time (windows, pushes to the feature store).
 REQUIRED_COLUMNS = tuple(c.name for c in COLUMNS if c.required_for_scoring) + (TIMESTAMP,)
 
@@ -118,14 +121,19 @@ def _text_problem(value: str, limit: int) -> str | None:
 
 
 def _check_column(column: Column, value: Any) -> tuple[Any, str | None]:
-    """The value converted to the column's kind, or the problem with it."""
+    """The value converted to the column's kind, or the problem with it. A value outside the
+    range or set of a column whose `out_of_range` is "repair" is kept: it is real dirt that the
+    transform graph repairs (schema.REPAIRS), so the trip is scored. So is a fare outside its
+    range: scoring never reads the label, and the stream's statistics skip such a fare
+    (`features.stream_log.stats_rows`), as training quarantines it."""
+    repair = column.out_of_range == "repair" or column.name == LABEL
     if column.kind == "string":
         if not isinstance(value, str):
             return None, f"expected a string, got {_shown(value)}"
         problem = _text_problem(value, MAX_STRING_LENGTH)
         if problem:
             return None, problem
-        if column.allowed is not None and value not in column.allowed:
+        if column.allowed is not None and value not in column.allowed and not repair:
             return None, f"{_shown(value)} is not one of {', '.join(column.allowed)}"
         return value, None
     if not _is_finite(value):
@@ -135,8 +143,14 @@ def _check_column(column: Column, value: Any) -> tuple[Any, str | None]:
         if isinstance(value, float) and not value.is_integer():
             return None, f"expected an integer, got {_shown(value)}"
         value = int(value)
+        if not -MAX_INT <= value <= MAX_INT:
+            return None, f"{_shown(original)} does not fit a 64-bit integer"
     else:
         value = float(value)
+        if abs(value) > MAX_FLOAT:
+            return None, f"{_shown(original)} does not fit the model's 32-bit floats"
+    if repair:
+        return value, None
     low = "-inf" if column.min_value is None else f"{column.min_value:g}"
     high = "inf" if column.max_value is None else f"{column.max_value:g}"
     allowed = f"allowed [{low}, {high}]" + (f": {column.why}" if column.why else "")
@@ -296,6 +310,13 @@ def parse_trip(raw: bytes | bytearray | str | None) -> dict:
     if errors:
         raise InvalidMessage(_reason(errors), errors, trip_id=trip_id)
     return result
+
+
+def trip_fingerprint(trip: dict) -> str:
+    """The sha256 of a parsed trip's content (every field, the id included), to tell a
+    redelivery of a trip (same fingerprint) from another trip sent under the same id."""
+    canonical = json.dumps(trip, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 # A dead letter keeps at most this much of its payload (Kafka refuses messages past ~1 MB, and a

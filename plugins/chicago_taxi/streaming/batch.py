@@ -14,28 +14,42 @@ One call, in this order (each stage timed in `BatchResult.seconds`):
    partition's low watermark when the group has none), so no group join/rebalance happens per
    run. It stops at `max_messages`, after `idle_seconds` without a message, when every partition
    reached the high watermark it had when the call started, or after `TAXI_STREAM_MAX_SECONDS`.
-2. parse: `ingest.messages.parse_trip` (Chicago or legacy shape) on every message.
+2. parse: `ingest.messages.parse_trip` (Chicago or legacy shape) on every message; any
+   exception it raises dead-letters that message only.
 3. quality: the row-level ("quarantine") expectations of the Great Expectations raw suite
    (`expectations/gx/expectations/raw_trips.json`, the training gate's own file) on the parsed
    trips as one batch, in an ephemeral GX context (nothing written under expectations/). A row GX
-   flags is rejected with the expectations it failed. Two deliberate differences from the
-   training gate, because a micro-batch is not a training extract: the batch-level expectations
-   (row count, null rates, dtypes) are skipped (meaningless on a few dozen individually parsed
-   messages), and not-null is enforced only on the columns scoring needs
-   (`messages.REQUIRED_COLUMNS`): `fare` and `payment_type` are training requirements, and the
-   legacy shape has no payment type at all. After `parse_trip` (which already checks types and
-   ranges from the same schema) the expectation that still catches rows is the implied speed.
-   Cost measured on 2 cores: importing GX ~12-15 s once per process, then ~0.55 s per 60-row
-   micro-batch. `TAXI_STREAM_GX=0` evaluates exactly the same expectations with pandas instead
-   (same rows, same labels: a test checks both agree on the whole sample; ~0.03 s per batch).
-4. score: the champion through `FareService.predict` (or an injected `scorer`, same signature),
+   flags is rejected with the expectations it failed. Deliberate differences from the training
+   gate, because a micro-batch is not a training extract (`quality.rows`): the batch-level
+   expectations (row count, null rates, dtypes) are skipped (meaningless on a few dozen
+   individually parsed messages); not-null is enforced only on the columns scoring needs
+   (`messages.REQUIRED_COLUMNS`: the legacy shape has no payment type at all); the label's
+   expectations are skipped (scoring never reads the fare); duplicates are stage 4's. After
+   `parse_trip` (which already checks types and ranges from the same schema) the expectations
+   that still catch rows are the data clock (no trip starts after the data time,
+   `Settings.data_time`, plus `TAXI_STREAM_FUTURE_TOLERANCE_MINUTES`, default 60: one
+   future-dated trip would otherwise move every trailing window and trim the stream log) and an
+   hour, weekday or month that disagrees with the start time. Dirty model inputs (zero seconds or
+   miles, an implausible speed, coordinates outside Chicago) are not rejected: the transform
+   graph repairs them and the trip is scored. Cost measured on 2 cores: importing GX ~12-15 s
+   once per process, then ~0.55 s per 60-row micro-batch. `TAXI_STREAM_GX=0` evaluates exactly
+   the same expectations with pandas instead (same rows, same labels: a test checks both agree
+   on the whole sample; ~0.03 s per batch).
+4. dedup, by content: the sha256 of each parsed trip (`messages.trip_fingerprint`) against the
+   fingerprints the stream log remembers for the trip_ids it accepted before
+   (`features.stream_log`) and against the batch's earlier messages. The same content again is a
+   redelivery: scored again (within one batch, once: the later message wins). Other content
+   under a known trip_id is dead-lettered ("trip_id already seen with different content"): the
+   first content stays the trip's.
+5. score: the champion through `FareService.predict` (or an injected `scorer`, same signature),
    which reads the online store as it is *before* this batch's push. Scoring after the push
    would let an earlier trip of the batch read a row that a later trip of the batch pushed and
    that contains the earlier trip's own fare (the store is read "now", not as of each trip).
-5. push: the statistics of the views fed by the Feast push source `company_stats_push`
+6. push: the statistics of the views fed by the Feast push source `company_stats_push`
    (`company_half_hourly_stats`): `features.push`, over the history and the stream log
-   of `features.stream_log` (why each row is exactly what training would join: see those modules).
-6. publish, then flush and check every delivery report (any failure raises `PublishFailed`):
+   of `features.stream_log` (why each row is exactly what training would join: see those modules);
+   then the stream log remembers the fingerprints of the batch's trips.
+7. publish, then flush and check every delivery report (any failure raises `PublishFailed`):
    - every rejected message -> `taxi-raw-data-dlq` (`messages.dead_letter_record`: payload
      verbatim, reason, errors per field, source topic/partition/offset), keyed by its trip_id when
      known, else by the message's key. Nothing is dropped silently;
@@ -48,14 +62,15 @@ One call, in this order (each stage timed in `BatchResult.seconds`):
      `produced_at_ms` and `scored_at_ms`/`published_at_ms`, for produce -> prediction latency) and
      its features on `taxi-features` (entities, each pushed view's row as of the trip, whether
      this batch pushed it).
-7. commit: only after every publish is acknowledged, the next offset per consumed partition,
+8. commit: only after every publish is acknowledged, the next offset per consumed partition,
    synchronously (`CommitFailed` if the broker refuses).
 
 Delivery: at least once. A crash or failure anywhere before the commit leaves the offsets where
 they were, so the next run processes the same messages again and publishes them again.
 Consumers of `taxi-predictions`, `taxi-features` and the DLQ must de-duplicate: predictions and
 features by `trip_id` (keep the latest), dead letters by `source` (topic, partition, offset).
-Within one batch a trip_id seen twice is scored once (the later message wins).
+Within one batch a trip_id seen twice with the same content is scored once (the later message
+wins); every other consumed message ends as one prediction or one dead letter.
 
 Failures
 --------
@@ -68,6 +83,18 @@ Failures
   feature updates would be lost (the batch path does not restore streamed trips). Predictions
   flagged degraded are published only if Redis fails for the read but answers the push.
 - A publish that the broker does not acknowledge: `PublishFailed`, nothing committed.
+- Anything else a stage (quality, score, push) raises is taken for a message it cannot process
+  (a poison message), not an outage (`is_outage`): the stage is run again on halves of the
+  batch, and so on down to single messages (`isolate_failures`), so each message it raises on
+  alone is dead-lettered with the exception as its reason and the rest goes on and commits.
+  Halves interleave (even and odd positions), so a burst of poison messages is spread over both.
+  When the stage raises for every message on its own, or for the first
+  `SYSTEMIC_FAILURES` it isolated while no part passed, the stage itself is broken (a bug, a
+  missing model or registry): the batch fails with the first error, uncommitted, and is
+  retried. A batch holding a single poison message is therefore retried until another message
+  joins it. Likewise a trip whose prediction or features record cannot be built is
+  dead-lettered before anything is sent. A message dead-lettered by the push or the publish
+  stage may already be in the stream log.
 """
 
 from __future__ import annotations
@@ -77,18 +104,22 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 
+from chicago_taxi.core import schema
 from chicago_taxi.core.config import Settings, StreamConfig, load_settings
 from chicago_taxi.core.jsonable import now_ms
 from chicago_taxi.core.process_cache import cached
 from chicago_taxi.features.push import PushOutcome, push_features
-from chicago_taxi.ingest.messages import TRIP_ID, InvalidMessage, dead_letter_record, parse_trip
-from chicago_taxi.ingest.topics import ALERTS, FEATURES, PREDICTIONS, RAW_TRIPS, RAW_TRIPS_DLQ, bootstrap_servers
+from chicago_taxi.features.stream_log import open_stream_log
+from chicago_taxi.ingest.messages import TRIP_ID, InvalidMessage, dead_letter_record, parse_trip, trip_fingerprint
+from chicago_taxi.ingest.topics import ALERTS, FEATURES, PREDICTIONS, RAW_TRIPS, RAW_TRIPS_DLQ, BrokerUnavailable, bootstrap_servers
 from chicago_taxi.quality.rows import GxRowValidator, failed_rows_pandas, quarantine_expectations
-from chicago_taxi.streaming.kafka_io import Record, commit, consume, consumer_for, offset_gaps, partitions_of, positions_of
-from chicago_taxi.streaming.publisher import Publisher
+from chicago_taxi.streaming.kafka_io import CommitFailed, Record, commit, consume, consumer_for, offset_gaps, partitions_of, positions_of
+from chicago_taxi.streaming.publisher import Publisher, PublishFailed, encoded
 from chicago_taxi.streaming.records import (
     ALERT_KIND,
     GAP_ALERT_KIND,
@@ -103,9 +134,16 @@ log = logging.getLogger(__name__)
 
 QUALITY_REASON = "failed quality expectations"
 PARSER_FAILURE = "the parser failed on this message"
+CONFLICT_REASON = "trip_id already seen with different content"
+# A poison message's dead letter: "<stage> failed on this message: <exception>".
+POISON_REASON = "{stage} failed on this message"
+# Isolated failures with no part of the batch passing, after which a stage counts as broken.
+SYSTEMIC_FAILURES = 8
 Scorer = Callable[[list[dict]], list[dict]]
+Pair = tuple[dict, Record]  # a parsed trip and the message it came from
+Rejected = tuple[Record, InvalidMessage]
 
-STAGES = ("consume", "parse", "quality", "score", "push", "publish", "commit")
+STAGES = ("consume", "parse", "quality", "dedup", "score", "push", "publish", "commit")
 
 
 @dataclass
@@ -120,6 +158,8 @@ class BatchResult:
     valid: int = 0
     dead_lettered: int = 0
     duplicates_in_batch: int = 0
+    redelivered: int = 0  # trips accepted by an earlier batch, same content: scored again
+    poisoned: int = 0  # dead-lettered because a stage raised on them alone (isolate_failures)
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     bad_share: float = 0.0
     alerts: int = 0
@@ -144,7 +184,7 @@ class BatchResult:
         stages = ", ".join(f"{k} {v:.3f}" for k, v in self.seconds.items())
         return (
             f"group {self.group} on {self.bootstrap}: consumed {self.consumed}, valid {self.valid}, dead-lettered {self.dead_lettered} "
-            f"(bad share {self.bad_share:.1%}), alerts {self.alerts}, pushed {self.pushed_rows} row(s), predictions {self.predictions_published} "
+            f"(bad share {self.bad_share:.1%}, poison {self.poisoned}), duplicates {self.duplicates_in_batch}, alerts {self.alerts}, pushed {self.pushed_rows} row(s), predictions {self.predictions_published} "
             f"({self.degraded_predictions} degraded), committed {self.committed}; seconds: {stages}"
         )
 
@@ -194,28 +234,37 @@ def process_pending(
             result.seconds["total"] = round(time.perf_counter() - total_started, 4)
             return result
 
+        now = datetime.now(UTC)  # one data clock for the whole batch
         with timer("parse"):
             valid, rejected = _parse(records)
         with timer("quality"):
-            valid, quality_rejected, result.validator = _quality(valid, settings, config)
+            valid, quality_rejected, result.validator = _quality(valid, settings, config, now)
             rejected += quality_rejected
-        valid, result.duplicates_in_batch = _dedup(valid)
-        result.valid = len(valid)
-        result.dead_lettered = len(rejected)
-        result.dead_letter_reasons = dict(Counter(r[1].reason for r in rejected))
-        result.bad_share = round(len(rejected) / len(records), 4) if records else 0.0
+        with timer("dedup"):
+            known = _known_contents(settings, [trip[TRIP_ID] for trip, _ in valid]) if valid else {}
+            valid, conflicts, result.duplicates_in_batch, result.redelivered, fingerprints = _by_content(valid, known)
+            rejected += conflicts
 
-        trips = [trip for trip, _ in valid]
         # Score first, then push: every trip is scored with the online state from before its
         # batch, so no trip reads a row its own fare went into (see the module docstring).
         with timer("score"):
-            answers = (scorer or default_scorer(settings))(trips) if trips else []
-        if len(answers) != len(trips):
-            raise RuntimeError(f"the scorer returned {len(answers)} answers for {len(trips)} trips")
+            valid, answers, poisoned = _score(valid, scorer or default_scorer(settings)) if valid else ([], [], [])
+            rejected += poisoned
         scored_ms = now_ms()
         with timer("push"):
-            pushed = push_features(trips, settings, config, store) if trips else PushOutcome(as_of={})
+            valid, answers, pushed, rows_as_of, poisoned = _push(valid, answers, settings, config, store)
+            rejected += poisoned
+        with timer("publish"):
+            outgoing, poisoned = _outgoing(valid, answers, pushed, rows_as_of, group, scored_ms)
+            rejected += poisoned
+        with timer("push"):
+            _remember_contents(settings, config, {trip_id: fingerprints[trip_id] for trip_id, _, _ in outgoing})
         result.pushed_rows, result.push_skipped_not_newer = pushed.pushed_rows, pushed.skipped
+        result.valid = len(outgoing)
+        result.dead_lettered = len(rejected)
+        result.poisoned = sum(isinstance(error, PoisonMessage) for _, error in rejected)
+        result.dead_letter_reasons = dict(Counter(r[1].reason for r in rejected))
+        result.bad_share = round(len(rejected) / len(records), 4) if records else 0.0
 
         with timer("publish"):
             publisher = Publisher(bootstrap, config.kafka_timeout)
@@ -239,15 +288,14 @@ def process_pending(
                     len(records),
                     ALERTS,
                 )
-            # per batch, not per trip: the entity keys and each view's rows as plain dicts
-            keys = batch_entity_keys(trips)
-            as_of = {name: rows.to_dict("records") for name, rows in pushed.as_of.items()}
-            for index, ((trip, record), answer) in enumerate(zip(valid, answers)):
-                publisher.send(PREDICTIONS, trip[TRIP_ID], prediction_record(trip, record, answer, group, scored_ms))
-                publisher.send(FEATURES, trip[TRIP_ID], features_record(trip, record, pushed, keys[index], {n: r[index] for n, r in as_of.items()}))
+            for trip_id, prediction, features in outgoing:
+                publisher.send(PREDICTIONS, trip_id, prediction)
+                publisher.send(FEATURES, trip_id, features)
             publisher.flush()
         result.predictions_published = publisher.delivered[PREDICTIONS]
         result.features_published = publisher.delivered[FEATURES]
+        published = {trip_id for trip_id, _, _ in outgoing}
+        answers = [answer for (trip, _), answer in zip(valid, answers) if trip[TRIP_ID] in published]
         result.degraded_predictions = sum(bool(a.get("degraded")) for a in answers)
         result.model_version = next((str(a["model_version"]) for a in answers if a.get("model_version") is not None), None)
 
@@ -307,7 +355,8 @@ def drain(
         else:
             time.sleep(0.2)  # nothing pending: look again shortly
     totals = {
-        key: sum(b[key] for b in batches) for key in ("consumed", "valid", "dead_lettered", "predictions_published", "alerts", "expired_messages")
+        key: sum(b[key] for b in batches)
+        for key in ("consumed", "valid", "dead_lettered", "duplicates_in_batch", "poisoned", "predictions_published", "alerts", "expired_messages")
     }
     more = time.monotonic() - started >= limit
     if more:
@@ -348,21 +397,141 @@ def _parse(records: list[Record]) -> tuple[list[tuple[dict, Record]], list[tuple
     return valid, rejected
 
 
-def _quality(valid: list[tuple[dict, Record]], settings: Settings, config: StreamConfig):
+class PoisonMessage(InvalidMessage):
+    """A message a stage raised on when run on it alone (`isolate_failures`)."""
+
+
+def data_clock_epoch(settings: Settings, config: StreamConfig, now: datetime) -> int:
+    """The latest start a streamed trip may have: the data time of `now` (wall clock minus the
+    replay offset) plus the tolerance, in the trips' convention (Chicago wall clock read as UTC)."""
+    data_now = settings.data_time(now).replace(tzinfo=None)
+    return int(data_now.replace(tzinfo=UTC).timestamp() + config.future_tolerance_minutes * 60)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` says a service the batch needs is down (the batch must fail uncommitted and
+    be retried), rather than that some message cannot be processed. A refused command is not an
+    outage: Redis answering WRONGTYPE or ERR, SQLite refusing a value."""
+    import sqlite3
+
+    from confluent_kafka import KafkaException
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import DataError, ResponseError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from chicago_taxi.features.store import OnlineStoreUnavailable
+
+    refused = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
+    if isinstance(exc, OnlineStoreUnavailable):
+        cause = exc.__cause__
+        return not (type(cause) in (ResponseError, DataError) or isinstance(cause, refused))
+    outages = (BrokerUnavailable, PublishFailed, CommitFailed, KafkaException, RedisConnectionError, RedisTimeoutError, sqlite3.OperationalError)
+    return isinstance(exc, (*outages, ConnectionError, TimeoutError, MemoryError))
+
+
+def isolate_failures(stage: str, count: int, run: Callable[[list[int]], Any]) -> tuple[list[tuple[list[int], Any]], dict[int, Exception]]:
+    """Run a stage on items 0..count-1 at once: `run(positions)`. When it raises and that is not
+    an outage, run it on halves (even and odd positions) and so on, down to single items.
+
+    Returns the parts that passed with what `run` returned for each, and the exception of each
+    item that failed alone. Outages propagate. When no part passes (every item failed alone, or
+    the first `SYSTEMIC_FAILURES` did), the stage is broken, not the items: the first error is
+    raised."""
+    everything = list(range(count))
+    try:
+        return [(everything, run(everything))], {}
+    except Exception as exc:  # noqa: BLE001 - classified below: an outage fails the batch, anything else is isolated
+        if is_outage(exc) or count == 0:
+            raise
+        first = exc
+    log.warning("%s failed on a batch of %d (%s: %s): isolating the message(s) it fails on", stage, count, type(first).__name__, first)
+    passed: list[tuple[list[int], Any]] = []
+    failed: dict[int, Exception] = {}
+
+    def visit(part: list[int]) -> None:
+        if not passed and len(failed) >= SYSTEMIC_FAILURES:
+            return
+        try:
+            output = run(part)
+        except Exception as exc:  # noqa: BLE001 - as above
+            if is_outage(exc):
+                raise
+            if len(part) == 1:
+                failed[part[0]] = exc
+            else:
+                visit(part[0::2])
+                visit(part[1::2])
+            return
+        passed.append((part, output))
+
+    if count > 1:
+        visit(everything[0::2])
+        visit(everything[1::2])
+    if not passed:
+        log.error("%s failed on every message it was tried on alone (%d): the stage is broken, not the messages", stage, max(len(failed), 1))
+        raise first
+    log.warning("%s: isolated %d poison message(s) of %d", stage, len(failed), count)
+    return passed, failed
+
+
+def _outgoing(
+    valid: list[Pair], answers: list[dict], pushed: PushOutcome, rows_as_of: list[dict[str, dict]], group: str, scored_ms: int
+) -> tuple[list[tuple[str, bytes, bytes]], list[Rejected]]:
+    """Each trip's prediction and features records, encoded: (trip_id, prediction, features).
+    A trip whose records cannot be built is dead-lettered, before anything is sent; when no
+    trip's can, the fault is the code's, not the trips': the batch fails with the first error."""
+    keys = batch_entity_keys([trip for trip, _ in valid])  # per batch, not per trip
+    outgoing, rejected, first = [], [], None
+    for index, ((trip, record), answer) in enumerate(zip(valid, answers)):
+        try:
+            prediction = encoded(prediction_record(trip, record, answer, group, scored_ms))
+            features = encoded(features_record(trip, record, pushed, keys[index], rows_as_of[index]))
+        except Exception as exc:  # noqa: BLE001 - one message must never fail the batch
+            first = first or exc
+            rejected.append(_poisoned("publish", (trip, record), exc))
+            continue
+        outgoing.append((trip[TRIP_ID], prediction, features))
+    if first is not None and not outgoing:
+        raise first
+    return outgoing, rejected
+
+
+def _poisoned(stage: str, pair: Pair, exc: Exception) -> Rejected:
+    trip, record = pair
+    problem = f"{type(exc).__name__}: {exc}"[:500]
+    log.error("%s failed on the message at %s[%d]@%d alone (%s): dead-lettered", stage, RAW_TRIPS, record.partition, record.offset, problem)
+    return record, PoisonMessage(
+        f"{POISON_REASON.format(stage=stage)}: {problem}", [{"field": "(message)", "problem": problem}], trip_id=trip[TRIP_ID]
+    )
+
+
+def _quality(valid: list[Pair], settings: Settings, config: StreamConfig, now: datetime) -> tuple[list[Pair], list[Rejected], str]:
     if not valid:
         return valid, [], "none"
     expectations = cached(("expectations", str(settings.expectations_dir)), lambda: quarantine_expectations(settings.expectations_dir))
-    frame = pd.DataFrame.from_records([trip for trip, _ in valid])
+    clock = data_clock_epoch(settings, config, now)
     if config.use_gx:
         validator = cached(("gx", str(settings.expectations_dir)), lambda: GxRowValidator(expectations))
-        failed, name = validator.failed_rows(frame), "great_expectations"
+        name = "great_expectations"
     else:
-        failed, name = failed_rows_pandas(frame, expectations), "pandas"
+        name = "pandas"
+
+    def failed_rows(positions: list[int]) -> list[list[str] | None]:
+        frame = pd.DataFrame.from_records([valid[i][0] for i in positions])
+        failed = validator.failed_rows(frame, clock) if config.use_gx else failed_rows_pandas(frame, expectations, clock)
+        return [failed.get(row) for row in range(len(positions))]
+
+    passed, failed = isolate_failures("quality", len(valid), failed_rows)
+    verdicts = {i: labels for part, output in passed for i, labels in zip(part, output)}
+    clock_text = f"the data clock is {datetime.fromtimestamp(clock, UTC).replace(tzinfo=None).isoformat()} (data time plus {config.future_tolerance_minutes:g} min)"
     kept, rejected = [], []
     for position, (trip, record) in enumerate(valid):
-        labels = failed.get(position)
+        if position in failed:
+            rejected.append(_poisoned("quality", (trip, record), failed[position]))
+            continue
+        labels = verdicts[position]
         if labels:
-            errors = [{"field": _label_field(label), "problem": f"failed {label}"} for label in labels]
+            errors = [{"field": _label_field(label), "problem": _problem(label, clock_text)} for label in labels]
             rejected.append((record, InvalidMessage(f"{QUALITY_REASON}: {'; '.join(labels)}", errors, trip_id=trip[TRIP_ID])))
         else:
             kept.append((trip, record))
@@ -373,7 +542,105 @@ def _label_field(label: str) -> str:
     return label.split("(", 1)[1].split(")", 1)[0] if "(" in label else "(row)"
 
 
-def _dedup(valid: list[tuple[dict, Record]]) -> tuple[list[tuple[dict, Record]], int]:
-    latest = {trip[TRIP_ID]: position for position, (trip, _) in enumerate(valid)}
-    kept = [pair for position, pair in enumerate(valid) if latest[pair[0][TRIP_ID]] == position]
-    return kept, len(valid) - len(kept)
+def _problem(label: str, clock_text: str) -> str:
+    # The start time's upper bound is the data clock: say what it was.
+    return f"failed {label}" + (f": {clock_text}" if _label_field(label) == schema.TIMESTAMP else "")
+
+
+def _known_contents(settings: Settings, trip_ids: list[str]) -> dict[str, str]:
+    """trip_id -> content fingerprint of the trips the stream accepted before (stream log)."""
+    return _with_stream_log(settings, "reading trip fingerprints", lambda log_: log_.contents(list(dict.fromkeys(trip_ids))))
+
+
+def _remember_contents(settings: Settings, config: StreamConfig, fingerprints: dict[str, str]) -> None:
+    if fingerprints:
+        _with_stream_log(
+            settings, "storing trip fingerprints", lambda log_: log_.remember_contents(fingerprints, time.time(), config.log_retention_days * 86400)
+        )
+
+
+def _with_stream_log(settings: Settings, doing: str, action: Callable[[Any], Any]):
+    import sqlite3
+
+    from redis.exceptions import RedisError
+
+    from chicago_taxi.features.store import OnlineStoreUnavailable
+
+    address = settings.redis_address if settings.online_store == "redis" else str(settings.feast_dir / "stream_log.db")
+    try:
+        return action(open_stream_log(settings))
+    except (RedisError, sqlite3.Error) as exc:
+        raise OnlineStoreUnavailable(
+            f"stream log at {address} failed while {doing} ({type(exc).__name__}: {exc}); nothing published or committed, the messages stay pending"
+        ) from exc
+
+
+def _by_content(valid: list[Pair], known: dict[str, str]) -> tuple[list[Pair], list[Rejected], int, int, dict[str, str]]:
+    """Tell redeliveries from other content under a known trip_id (`known`: fingerprints of
+    trips accepted by earlier batches). Returns the trips to score (per trip_id the latest message
+    with its accepted content), the dead letters of other content, the in-batch duplicates
+    dropped, the trips scored again after an earlier batch, and trip_id -> fingerprint."""
+    first: dict[str, tuple[str, str]] = {t: (f, "by an earlier batch") for t, f in known.items()}
+    candidates: list[tuple[int, str]] = []
+    rejected: list[Rejected] = []
+    for position, (trip, record) in enumerate(valid):
+        try:
+            fingerprint = trip_fingerprint(trip)
+        except Exception as exc:  # noqa: BLE001 - one message must never fail the batch
+            rejected.append(_poisoned("dedup", (trip, record), exc))
+            continue
+        trip_id = trip[TRIP_ID]
+        accepted, where = first.setdefault(trip_id, (fingerprint, f"at {RAW_TRIPS}[{record.partition}]@{record.offset}"))
+        if fingerprint != accepted:
+            problem = f"{_quoted(trip_id)} was accepted {where} with other content (sha256 {accepted[:16]}..., this message {fingerprint[:16]}...)"
+            rejected.append((record, InvalidMessage(CONFLICT_REASON, [{"field": TRIP_ID, "problem": problem}], trip_id=trip_id)))
+            continue
+        candidates.append((position, fingerprint))
+    latest = {valid[position][0][TRIP_ID]: position for position, _ in candidates}
+    kept = [valid[position] for position, _ in candidates if latest[valid[position][0][TRIP_ID]] == position]
+    fingerprints = {valid[position][0][TRIP_ID]: fingerprint for position, fingerprint in candidates}
+    redelivered = sum(trip[TRIP_ID] in known for trip, _ in kept)
+    return kept, rejected, len(candidates) - len(kept), redelivered, fingerprints
+
+
+def _quoted(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _score(valid: list[Pair], scorer: Scorer) -> tuple[list[Pair], list[dict], list[Rejected]]:
+    """Score the trips; a trip the scorer raises on alone is dead-lettered (isolate_failures)."""
+
+    def score(positions: list[int]) -> list[dict]:
+        answers = scorer([valid[i][0] for i in positions])
+        if len(answers) != len(positions):
+            raise RuntimeError(f"the scorer returned {len(answers)} answers for {len(positions)} trips")
+        return answers
+
+    passed, failed = isolate_failures("score", len(valid), score)
+    answers = {i: answer for part, output in passed for i, answer in zip(part, output)}
+    kept = [pair for i, pair in enumerate(valid) if i in answers]
+    return kept, [answers[i] for i in range(len(valid)) if i in answers], [_poisoned("score", valid[i], exc) for i, exc in sorted(failed.items())]
+
+
+def _push(
+    valid: list[Pair], answers: list[dict], settings: Settings, config: StreamConfig, store
+) -> tuple[list[Pair], list[dict], PushOutcome, list[dict[str, dict]], list[Rejected]]:
+    """Push the trips' statistics; a trip the push raises on alone is dead-lettered. Returns the
+    trips kept (batch order), their answers, the merged outcome, each kept trip's row per view
+    as of the trip, and the dead letters."""
+    if not valid:
+        return [], [], PushOutcome(as_of={}), [], []
+    passed, failed = isolate_failures("push", len(valid), lambda positions: push_features([valid[i][0] for i in positions], settings, config, store))
+    merged = PushOutcome(as_of={})
+    rows: dict[int, dict[str, dict]] = {}
+    for part, outcome in passed:
+        merged.pushed_rows += outcome.pushed_rows
+        merged.skipped += outcome.skipped
+        merged.pushed_keys |= outcome.pushed_keys
+        for name, frame in outcome.as_of.items():
+            merged.as_of[name] = pd.concat([merged.as_of[name], frame], ignore_index=True) if name in merged.as_of else frame
+            for i, row in zip(part, frame.to_dict("records")):
+                rows.setdefault(i, {})[name] = row
+    kept = [i for i in range(len(valid)) if i not in failed]
+    poisoned = [_poisoned("push", valid[i], exc) for i, exc in sorted(failed.items())]
+    return [valid[i] for i in kept], [answers[i] for i in kept], merged, [rows.get(i, {}) for i in kept], poisoned

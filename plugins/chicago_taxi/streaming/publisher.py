@@ -45,8 +45,9 @@ class Publisher:
         else:
             self.delivered[msg.topic()] += 1
 
-    def send(self, topic: str, key: str | None, value: dict) -> None:
-        payload = json.dumps(value, default=json_default).encode()
+    def send(self, topic: str, key: str | None, value: dict | bytes) -> None:
+        """Queue one message: `value` a record, or its JSON already encoded (`encoded`)."""
+        payload = value if isinstance(value, bytes) else encoded(value)
         while True:
             try:
                 self.producer.produce(topic, key=None if key is None else key.encode(), value=payload, on_delivery=self._on_delivery)
@@ -66,3 +67,8 @@ class Publisher:
                 f"publishing to the Kafka broker at {self.bootstrap} failed for {len(self.failed)} message(s), "
                 f"offsets not committed: {self.failed[0]}"
             )
+
+
+def encoded(record: dict) -> bytes:
+    """A record as the JSON bytes the publisher sends."""
+    return json.dumps(record, default=json_default).encode()

@@ -21,25 +21,10 @@ import pytest
 
 from chicago_taxi.core.config import load_settings
 from chicago_taxi.ingest import topics
-from chicago_taxi.ingest.messages import chicago_weekday
+from chicago_taxi.ingest.messages import calendar_fields, chicago_weekday
 from chicago_taxi.streaming import batch, kafka_io, publisher, records
 from fixtures.kafka import restart_broker
-from fixtures.streams import OUTPUTS, Outputs, _redis, end_offsets, environ, messages_for, new_group, produce, warmed_redis
-
-
-@pytest.fixture(scope="module")
-def stream_env(stack, first_run, kafka_broker):
-    """The training stack's env with the session broker and a warmed Redis online store of its own."""
-    tmp, env = stack
-    env = {
-        **env,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_broker,
-        "TAXI_ONLINE_STORE_RETRY_SECONDS": "1",
-        "TAXI_REDIS_TIMEOUT_SECONDS": "0.5",
-        "TAXI_STREAM_KAFKA_TIMEOUT": "10",
-    }
-    with warmed_redis(env) as (env, port):
-        yield env, port
+from fixtures.streams import OUTPUTS, Outputs, _redis, end_offsets, environ, messages_for, new_group, produce, produce_all
 
 
 def drain(env: dict, group: str, attempts: int = 1, **kwargs) -> list[batch.BatchResult]:
@@ -75,9 +60,10 @@ def test_mixed_batch_every_trip_is_scored_or_dead_lettered_once_and_offsets_are_
     prefix = f"mix{uuid.uuid4().hex[:6]}"
     group = new_group(kafka_broker, "mixed")
     rows = clean_rows[:60]
-    # 53 Chicago-shaped (5 broken), 5 legacy (1 broken), 2 that parse but GX rejects: 8 bad (13%).
+    # 53 Chicago-shaped (5 broken), 5 legacy (1 broken), 2 that parse but start after the data
+    # clock (GX rejects them): 8 bad (13%). 4 carry real dirt (zero seconds, an odometer glitch): scored.
     bad = {3: "not-json", 11: "missing-field", 19: "negative-miles", 27: "not-json", 35: "missing-field", 56: "negative-miles"}
-    messages, good, invalid = messages_for(prefix, rows, bad, legacy=set(range(53, 58)), too_fast={58, 59})
+    messages, good, invalid = messages_for(prefix, rows, bad, legacy=set(range(53, 58)), future={58, 59}, dirty={40, 41, 42, 43})
     assert len(messages) == 60 and len(good) == 52 and len(invalid) == 8
     outputs = Outputs(kafka_broker)
     placed = produce(kafka_broker, messages)
@@ -110,8 +96,9 @@ def test_mixed_batch_every_trip_is_scored_or_dead_lettered_once_and_offsets_are_
     for d in dead:
         assert d["reason"] and d["errors"] and d["payload"] is not None
         assert d["source"] == {"topic": topics.RAW_TRIPS, "partition": placed[d["_key"]][0], "offset": placed[d["_key"]][1]}
-    too_fast = [d for d in dead if d["_key"] in {f"{prefix}-058", f"{prefix}-059"}]
-    assert all(d["reason"].startswith(batch.QUALITY_REASON) and "implied_speed_mph" in d["reason"] for d in too_fast)
+    future = [d for d in dead if d["_key"] in {f"{prefix}-058", f"{prefix}-059"}]
+    assert len(future) == 2 and all(d["reason"].startswith(batch.QUALITY_REASON) and "trip_start_timestamp" in d["reason"] for d in future)
+    assert {f"{prefix}-{i:03d}" for i in (40, 41, 42, 43)} <= set(counts)  # dirty but real: scored
     assert {d["reason"] for d in dead if d["_key"] == f"{prefix}-003"} == {"not JSON"}
     legacy_ok = {f"{prefix}-{i:03d}" for i in (53, 54, 55, 57)}
     assert legacy_ok <= set(counts)
@@ -358,3 +345,77 @@ def test_messages_that_expire_before_they_are_read_are_counted_and_alerted_once(
     assert {int(p): v["expired"] for p, v in alerts[0]["partitions"].items()} == dict.fromkeys(first, 1)
     assert {p["trip_id"] for p in outputs.read(topics.PREDICTIONS, prefix)} == good - expired
     assert drain(env, group)[-1].expired_messages == 0  # committed past the gap: not reported again
+
+
+def test_a_future_dated_trip_is_dead_lettered_while_its_neighbours_are_scored(stream_env, clean_rows, kafka_broker):
+    env, _ = stream_env
+    prefix = f"future{uuid.uuid4().hex[:6]}"
+    group = new_group(kafka_broker, "future")
+    with environ(env):
+        settings = load_settings()
+    # 90 minutes after the data time: past the data clock (data time plus 60 minutes' tolerance).
+    ahead = settings.data_time(datetime.now(UTC)).replace(tzinfo=None) + timedelta(minutes=90)
+    rows = clean_rows[200:205]
+    rows[2] = {**rows[2], "trip_start_timestamp": int(ahead.replace(tzinfo=UTC).timestamp()), **calendar_fields(ahead)}
+    messages, good, _ = messages_for(prefix, rows)
+    outputs = Outputs(kafka_broker)
+    produce(kafka_broker, messages)
+    results = drain(env, group)
+    assert (total(results, "valid"), total(results, "dead_lettered")) == (4, 1)
+    assert {p["trip_id"] for p in outputs.read(topics.PREDICTIONS, prefix)} == good - {f"{prefix}-002"}
+    (letter,) = outputs.read(topics.RAW_TRIPS_DLQ, prefix)
+    assert letter["_key"] == f"{prefix}-002" and "trip_start_timestamp" in letter["reason"]
+    assert "the data clock is" in letter["errors"][0]["problem"]
+    assert committed(env, group) == end_offsets(kafka_broker, topics.RAW_TRIPS)
+
+
+def test_a_known_trip_id_with_other_content_is_dead_lettered_and_an_identical_redelivery_is_scored(stream_env, clean_rows, kafka_broker):
+    env, _ = stream_env
+    prefix = f"conflict{uuid.uuid4().hex[:6]}"
+    group = new_group(kafka_broker, "conflict")
+    messages, good, _ = messages_for(prefix, clean_rows[210:214])
+    first, second = messages[0], messages[1]
+
+    def changed(value: bytes) -> bytes:
+        message = json.loads(value)
+        return json.dumps({**message, "fare": message["fare"] + 7.0}).encode()
+
+    outputs = Outputs(kafka_broker)
+    placed = produce_all(kafka_broker, [*messages, (second[0], changed(second[1]))])  # other content, same batch
+    results = drain(env, group)
+    assert (total(results, "valid"), total(results, "dead_lettered")) == (4, 1)
+    placed += produce_all(kafka_broker, [first, (first[0], changed(first[1]))])  # a later batch: the same again, then other content
+    results = drain(env, group)
+    assert (total(results, "valid"), total(results, "dead_lettered"), total(results, "redelivered")) == (1, 1, 1)
+
+    predictions = outputs.read(topics.PREDICTIONS, prefix)
+    assert Counter(p["trip_id"] for p in predictions) == Counter({**dict.fromkeys(good, 1), first[0]: 2})
+    dead = outputs.read(topics.RAW_TRIPS_DLQ, prefix)
+    assert sorted((d["_key"], d["reason"]) for d in dead) == sorted([(second[0], batch.CONFLICT_REASON), (first[0], batch.CONFLICT_REASON)])
+    assert {(d["source"]["partition"], d["source"]["offset"]) for d in dead} == {placed[4], placed[6]}
+    assert all(json.loads(d["payload"])["fare"] != json.loads(messages[0][1])["fare"] for d in dead if d["_key"] == first[0])
+    assert committed(env, group) == end_offsets(kafka_broker, topics.RAW_TRIPS)
+
+
+def test_a_message_the_scorer_raises_on_is_isolated_and_the_rest_of_its_batch_commits(stream_env, clean_rows, kafka_broker):
+    env, _ = stream_env
+    prefix = f"poison{uuid.uuid4().hex[:6]}"
+    group = new_group(kafka_broker, "poison")
+    messages, good, _ = messages_for(prefix, clean_rows[220:240])
+    poison = f"{prefix}-007"
+    outputs = Outputs(kafka_broker)
+    produce(kafka_broker, messages)
+    with environ(env):
+        champion = batch.default_scorer(load_settings())
+
+    def scorer(trips):
+        if any(t["trip_id"] == poison for t in trips):
+            raise ValueError(f"cannot score {poison}")
+        return champion(trips)
+
+    results = drain(env, group, scorer=scorer)
+    assert (total(results, "valid"), total(results, "dead_lettered"), total(results, "poisoned")) == (19, 1, 1)
+    assert {p["trip_id"] for p in outputs.read(topics.PREDICTIONS, prefix)} == good - {poison}
+    (letter,) = outputs.read(topics.RAW_TRIPS_DLQ, prefix)
+    assert letter["_key"] == poison and letter["reason"] == f"score failed on this message: ValueError: cannot score {poison}"
+    assert committed(env, group) == end_offsets(kafka_broker, topics.RAW_TRIPS)
