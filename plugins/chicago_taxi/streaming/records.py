@@ -48,6 +48,8 @@ def prediction_record(trip: dict, record: Record, answer: dict, group: str, scor
         "model_version": answer.get("model_version"),
         "features_defaulted": answer.get("features_defaulted", []),
         "degraded": bool(answer.get("degraded", False)),
+        # The repairs the transform graph made to the trip's inputs (as the HTTP service answers).
+        "input_warnings": answer.get("input_warnings", []),
         "trip_start_timestamp": trip.get(schema.TIMESTAMP),
         "source": {"topic": RAW_TRIPS, "partition": record.partition, "offset": record.offset, "group": group},
         "produced_at_ms": record.timestamp_ms,  # the raw message's Kafka timestamp

@@ -33,3 +33,15 @@ def test_features_record_holds_the_row_as_of_the_trip():
     assert record["source"] == {"topic": "taxi-raw-data", "partition": 2, "offset": 7}
     json.dumps(record)
     assert np.isfinite(record["produced_at_ms"])
+
+
+def test_prediction_record_carries_the_answer_and_its_input_warnings():
+    warning = {"code": "seconds_not_recorded", "fields": ["trip_seconds"], "reason": "0 or missing"}
+    answer = {"fare": 9.5, "model_version": "3", "features_defaulted": ["area_trips_7d"], "input_warnings": [warning], "degraded": False}
+    trip = trip_dict("x9", B, None, seconds=0.0)
+    record = records.prediction_record(trip, kafka_io.Record(1, 42, "x9", b"{}", 1_700_000_000_000), answer, "taxi-scoring", 1_700_000_000_500)
+    assert record["trip_id"] == "x9" and record["fare"] == 9.5 and record["model_version"] == "3"
+    assert record["input_warnings"] == [warning] and record["features_defaulted"] == ["area_trips_7d"]
+    assert record["source"] == {"topic": "taxi-raw-data", "partition": 1, "offset": 42, "group": "taxi-scoring"}
+    assert record["scored_at_ms"] - record["produced_at_ms"] == 500
+    json.dumps(record)
