@@ -44,6 +44,10 @@ class JsonBodiesOnly:
         await self.app(scope, receive, send)
 
 
+# A refused body is read and dropped up to this many times the limit, then the connection is left to close.
+DISCARD_FACTOR = 16
+
+
 class BodySizeLimit:
     """ASGI middleware: a POST to one of `paths` with a body over `max_bytes` gets a 413 with a
     JSON reason, before BentoML reads it (it would hold the whole body, then its parsed form).
@@ -63,6 +67,7 @@ class BodySizeLimit:
         declared = _header(scope, b"content-length")
         if declared is not None and declared.strip().isdigit():
             if int(declared) > self.max_bytes:
+                await self._discard(receive)
                 await self._refuse(scope, send, f"a body of {int(declared)} bytes")
                 return
             await self.app(scope, receive, send)
@@ -75,6 +80,8 @@ class BodySizeLimit:
                 break
             size += len(message.get("body", b""))
             if size > self.max_bytes:
+                if message.get("more_body", False):
+                    await self._discard(receive)
                 await self._refuse(scope, send, "a chunked body")
                 return
             if not message.get("more_body", False):
@@ -85,6 +92,17 @@ class BodySizeLimit:
             return next(pending, None) or await receive()
 
         await self.app(scope, replay, send)
+
+    async def _discard(self, receive) -> None:
+        """Read the rest of a refused body without keeping it (up to DISCARD_FACTOR times the
+        limit): a client that sends its whole body before reading the answer (urllib, requests)
+        would otherwise see the connection reset instead of the 413."""
+        budget = self.max_bytes * DISCARD_FACTOR
+        while budget > 0:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+            budget -= len(message.get("body", b""))
 
     async def _refuse(self, scope, send, what: str) -> None:
         path = scope["path"]

@@ -35,9 +35,14 @@ class EchoApp:
         await send({"type": "http.response.body", "body": str(len(body)).encode()})
 
 
-def call(middleware, chunks: list[bytes], headers: dict[str, str], path: str = "/predict_batch", method: str = "POST") -> tuple[int, bytes]:
+def call(
+    middleware, chunks: list[bytes], headers: dict[str, str], path: str = "/predict_batch", method: str = "POST", left: list | None = None
+) -> tuple[int, bytes]:
+    """One ASGI request through `middleware`; `left`, when given, receives the body messages nobody read."""
     scope = {"type": "http", "method": method, "path": path, "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
     messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    if left is not None:
+        left.append(messages)
     sent = []
 
     async def receive():
@@ -82,3 +87,12 @@ def test_a_body_that_is_not_json_by_its_content_type_gets_a_415():
     assert status == 415 and "application/x-www-form-urlencoded" in json.loads(body)["error"]
     assert call(JsonBodiesOnly(EchoApp()), [b"{}"], {"content-type": "application/json; charset=utf-8"}) == (200, b"2")
     assert call(JsonBodiesOnly(EchoApp()), [b"{}"], {}) == (200, b"2")
+
+
+@pytest.mark.parametrize("headers", [{"content-length": "300"}, {}])
+def test_a_refused_body_is_read_to_its_end_before_the_413(headers):
+    # A client that sends its whole body before reading the answer (urllib, requests) must get
+    # the 413, not a connection reset: the rest of the body is read and dropped.
+    left = []
+    status, _ = call(BodySizeLimit(EchoApp(), max_bytes=LIMIT), [b"x" * 60] * 5, headers, left=left)
+    assert status == 413 and left[0] == []
