@@ -35,11 +35,14 @@ class StoreWithNothing:
 
 
 @pytest.fixture(scope="module")
-def client():
+def client(tmp_path_factory):
     from starlette.testclient import TestClient
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TAXI_CHAMPION_POLL_SECONDS", "0")
+        # BentoML's request metrics: when an earlier test of the session imported prometheus_client
+        # in multiprocess mode, its values need this directory (else a TypeError on every request).
+        patch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path_factory.mktemp("prometheus")))
         patch.syspath_prepend(str(REPO_ROOT))
         from chicago_taxi.serving import fare_service
 
