@@ -153,16 +153,16 @@ def latencies(records: list[dict]) -> list[float]:
 
 def warm_loop_latency(env: dict, bootstrap: str, rows: list[dict], rate: float, seconds: int) -> dict:
     prefix = f"warm-{uuid.uuid4().hex[:6]}"
-    batch = messages(rows, prefix, int(rate * seconds))
+    planned = messages(rows, prefix, int(rate * seconds))
     group = new_group(bootstrap, "bench-warm")
     start = end_offsets(bootstrap, topics.PREDICTIONS)
-    producer = threading.Thread(target=produce_at_rate, args=(bootstrap, batch, rate))
+    producer = threading.Thread(target=produce_at_rate, args=(bootstrap, planned, rate))
     producer.start()
     with environ(env, TAXI_STREAM_GROUP=group):
         while producer.is_alive() or sum(kafka_io.pending_messages(bootstrap, group).values()):
             batch.process_pending(max_messages=500, idle_seconds=0.05)
     producer.join()
-    return pct(latencies(wait_predictions(bootstrap, start, prefix, len(batch), 60)))
+    return pct(latencies(wait_predictions(bootstrap, start, prefix, len(planned), 60)))
 
 
 def airflow_latency(env: dict, bootstrap: str, rows: list[dict], rate: float, seconds: int, tmp: Path) -> tuple[dict, dict]:
@@ -179,10 +179,10 @@ def airflow_latency(env: dict, bootstrap: str, rows: list[dict], rate: float, se
         stack.wait_for_dag("taxi_stream")
         # a first run warms nothing (each run is a new task process), but lets the trigger join its group
         prefix = f"dag-{uuid.uuid4().hex[:6]}"
-        batch = messages(rows, prefix, int(rate * seconds))
+        planned = messages(rows, prefix, int(rate * seconds))
         start = end_offsets(bootstrap, topics.PREDICTIONS)
-        produce_at_rate(bootstrap, batch, rate)
-        found = wait_predictions(bootstrap, start, prefix, len(batch), 600)
+        produce_at_rate(bootstrap, planned, rate)
+        found = wait_predictions(bootstrap, start, prefix, len(planned), 600)
         runs = stack.dag_runs("taxi_stream")
         durations = [
             (pd.Timestamp(r["end_date"]) - pd.Timestamp(r["start_date"])).total_seconds() for r in runs if r.get("end_date") and r.get("start_date")
