@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,12 @@ def clean_rows() -> list[dict]:
         & (trips.trip_miles / (trips.trip_seconds / 3600) <= 80)
         & trips.payment_type.notna()
     )
+    # Only trips that started before the data clock: a later one is dead-lettered, never predicted,
+    # and a latency run would wait for its prediction until it times out.
+    from chicago_taxi.core.config import load_settings
+
+    clock = load_settings().data_time(datetime.now(UTC)).replace(tzinfo=None)
+    ok &= trips.trip_start_timestamp < int(clock.replace(tzinfo=UTC).timestamp())
     return trips[ok].to_dict("records")
 
 
