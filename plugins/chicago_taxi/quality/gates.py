@@ -114,16 +114,8 @@ def expectation_label(config) -> str:
     column = config.kwargs.get("column")
     bounds = ""
     if "min_value" in config.kwargs or "max_value" in config.kwargs:
-        low, high = (_bound_text(config.kwargs.get(k)) for k in ("min_value", "max_value"))
-        bounds = f" [{low}, {high}]"
+        bounds = f" [{config.kwargs.get('min_value')}, {config.kwargs.get('max_value')}]"
     return f"{config.type}({column}){bounds}" if column else config.type
-
-
-def _bound_text(value) -> str:
-    # A run parameter reads as its name, so a label is the same whatever the run's value.
-    if isinstance(value, dict) and "$PARAMETER" in value:
-        return str(value["$PARAMETER"])
-    return str(value)
 
 
 def collect_results(results) -> tuple[list[ExpectationOutcome], dict[int, list[str]]]:
@@ -189,12 +181,6 @@ def add_derived_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 CALENDAR = ("trip_start_hour", "trip_start_day", "trip_start_month")
-
-
-def calendar_of(epoch: int) -> tuple[int, int, int]:
-    """(hour, weekday with 1 = Sunday, month) of a trip timestamp, read as the data stores it."""
-    moment = pd.Timestamp(int(epoch), unit="s")
-    return moment.hour, (moment.dayofweek + 1) % 7 + 1, moment.month
 
 
 def calendar_disagreement(frame: pd.DataFrame) -> pd.Series:

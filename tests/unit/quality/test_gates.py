@@ -1,10 +1,12 @@
 """Gate 1 on a good batch and on injected bad batches; gate 2 on NaN and out-of-vocabulary floods."""
 
 import json
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 
+from chicago_taxi.ingest.messages import calendar_fields
 from chicago_taxi.quality import gates
 from fixtures.env import EXPECTATIONS
 
@@ -58,7 +60,8 @@ def test_duplicates_future_starts_and_calendars_that_disagree_are_quarantined_an
     clock = int(batch.trip_start_timestamp.max())
     batch = pd.concat([batch, batch.iloc[[0]]], ignore_index=True)  # row 200: a copy of row 0
     batch.loc[1, "trip_start_timestamp"] = clock + 900  # after the data clock
-    batch.loc[1, ["trip_start_hour", "trip_start_day", "trip_start_month"]] = gates.calendar_of(clock + 900)
+    calendar = calendar_fields(datetime.fromtimestamp(clock + 900, UTC))  # wall clock stored as UTC
+    batch.loc[1, list(calendar)] = list(calendar.values())
     batch.loc[2, "trip_start_hour"] = (batch.loc[2, "trip_start_hour"] + 1) % 24  # disagrees with its timestamp
     result = gates.validate_raw_trips(batch, tmp_path / "gate", expectations, tmp_path / "reports", 0.05, data_clock_epoch=clock)
     failed = pd.read_parquet(result.quarantine_path).set_index("_row_id").failed_expectations
