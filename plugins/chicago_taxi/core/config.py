@@ -80,6 +80,9 @@ class Settings:
     champion_poll_seconds: float
     replay_offset_days: float
     materialize_overlap_minutes: float
+    monitoring_dir: Path  # the prediction and label stores, the retraining state
+    monitoring_reports_dir: Path  # per-window Evidently HTML, window summaries, trend PNGs
+    monitoring_config: Path  # thresholds and A/B settings (config/monitoring.yaml)
 
     @property
     def runs_dir(self) -> Path:
@@ -131,6 +134,9 @@ def load_settings() -> Settings:
         champion_poll_seconds=env_float("TAXI_CHAMPION_POLL_SECONDS", 30.0),
         replay_offset_days=env_float("TAXI_REPLAY_OFFSET_DAYS", 3650),
         materialize_overlap_minutes=env_float("TAXI_MATERIALIZE_OVERLAP_MINUTES", 15),
+        monitoring_dir=_env_path("TAXI_MONITORING_DIR", root / "var" / "monitoring"),
+        monitoring_reports_dir=_env_path("TAXI_MONITORING_REPORTS_DIR", root / "reports" / "monitoring"),
+        monitoring_config=_env_path("TAXI_MONITORING_CONFIG", root / "config" / "monitoring.yaml"),
     )
 
 

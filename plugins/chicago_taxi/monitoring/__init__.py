@@ -1,0 +1,1 @@
+"""Monitoring: the prediction log, ground truth, model quality, drift, champion vs challenger."""
