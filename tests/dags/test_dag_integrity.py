@@ -11,11 +11,12 @@ from fixtures.env import REPO_ROOT
 DAG_FILES = sorted((REPO_ROOT / "dags").glob("*.py"))
 # The schedule each DAG documents in its docstring and the README.
 DOCUMENTED_SCHEDULES = {
-    "taxi_training": "0 0 * * * or asset:taxi_offline_store",  # "@daily" or the asset
+    "taxi_training": "0 0 * * * or asset:taxi_model_degraded,taxi_offline_store",  # "@daily" or either asset
     "taxi_features": "@daily",
     "feast_materialize_hourly": "0 * * * *",
     "feast_materialize_half_hourly": "*/30 * * * *",
     "taxi_stream": "asset:taxi_raw_data",
+    "taxi_monitoring": "0 * * * *",
 }
 
 
@@ -76,7 +77,22 @@ def test_training_runs_after_the_features_dag_through_the_offline_store_asset(da
     (outlet,) = dagbag.dags["taxi_features"].task_dict["feast_apply"].outlets
     training = dagbag.dags["taxi_training"].timetable
     assert outlet.name == "taxi_offline_store"
-    assert asset_names(training.asset_condition) == [outlet.name]
+    assert outlet.name in asset_names(training.asset_condition)
+
+
+def test_monitoring_closes_the_loop_to_training_through_the_degraded_model_asset(dagbag):
+    """taxi_monitoring emits `taxi_model_degraded` only from its retraining check (which skips
+    when every figure is in bounds); taxi_training is scheduled on that asset as well."""
+    from airflow.sdk import CronDataIntervalTimetable
+
+    dag = dagbag.dags["taxi_monitoring"]
+    assert isinstance(dag.timetable, CronDataIntervalTimetable) and dag.max_active_runs == 1
+    emitting = {task.task_id: [o.name for o in task.outlets] for task in dag.tasks if task.outlets}
+    assert emitting == {"request_retraining": ["taxi_model_degraded"]}
+    assert dag.task_dict["monitor_window"].upstream_task_ids == {"land_logs"}
+    assert dag.task_dict["monitor_window"].downstream_task_ids == {"request_retraining", "compare_variants"}
+    assert "taxi_model_degraded" in asset_names(dagbag.dags["taxi_training"].timetable.asset_condition)
+    assert set(dag.params) == {"window_start", "window_end"}
 
 
 def test_training_dag_runs_the_documented_steps_in_order(dagbag):

@@ -7,7 +7,14 @@ required field, negative miles) at rows drawn with a seed, so a test knows the m
 Dirty rows of the real data (zero seconds, zero fares) are sent as they are: they are "good"
 messages in the producer's sense, and the parser decides.
 
+Drift on demand, so anyone can watch the monitoring loop fire: from a given message (an index)
+or a given time (ISO 8601, wall clock of the send), `--drift-fare-scale` multiplies the fare
+(the label monitoring joins: model quality drops) and `--drift-shift` moves a numeric input
+(`trip_miles=*3` multiplies, `trip_seconds=+600` adds: data drift). Drifted messages carry the
+header `taxi-replay-drift` saying what was changed.
+
     python -m chicago_taxi.ingest.replay --rate 20 --limit 500 --bad-share 0.1
+    python -m chicago_taxi.ingest.replay --rate 50 --limit 2000 --drift-from 1000 --drift-shift trip_miles=*3 --drift-fare-scale 1.5
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import math
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, NamedTuple
@@ -30,6 +38,7 @@ DEFAULT_CSV = Path(__file__).resolve().parents[3] / "data" / "chicago_taxi_trips
 BAD_KINDS = ("not-json", "missing-field", "negative-miles")
 # Header on injected bad messages, so a test or a person reading the topic sees what was meant.
 DEFECT_HEADER = "taxi-replay-defect"
+DRIFT_HEADER = "taxi-replay-drift"
 _KINDS = {c.name: c.kind for c in COLUMNS}
 
 
@@ -45,6 +54,64 @@ class DeliveryFailed(RuntimeError):
         super().__init__(message)
         self.sent = sent
         self.failed = failed
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What to change from which message on: `from_index` (0-based message index) or `from_time`
+    (wall clock of the send); `fare_scale` multiplies the fare; `shifts` maps a numeric column to
+    ("*", k) or ("+", k)."""
+
+    from_index: int | None = None
+    from_time: datetime | None = None
+    fare_scale: float = 1.0
+    shifts: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, start: str, fare_scale: float = 1.0, shifts: list[str] | None = None) -> Drift:
+        """From the command line: `start` an integer index or an ISO 8601 time; each shift
+        `column=*k` or `column=+k` (a numeric column of the Chicago schema)."""
+        parsed: dict[str, tuple[str, float]] = {}
+        for text in shifts or []:
+            column, _, rule = text.partition("=")
+            if _KINDS.get(column) not in ("int", "float") or column == LABEL:
+                numeric = sorted(n for n, k in _KINDS.items() if k in ("int", "float") and n != LABEL)
+                raise ValueError(f"--drift-shift {text!r}: {column!r} is not a numeric input column; one of {numeric}")
+            if rule[:1] not in ("*", "+"):
+                raise ValueError(f"--drift-shift {text!r}: expected {column}=*FACTOR or {column}=+AMOUNT")
+            try:
+                parsed[column] = (rule[0], float(rule[1:]))
+            except ValueError as exc:
+                raise ValueError(f"--drift-shift {text!r}: {rule[1:]!r} is not a number") from exc
+        if fare_scale <= 0:
+            raise ValueError(f"--drift-fare-scale must be positive, got {fare_scale}")
+        if start.strip().lstrip("-").isdigit():
+            return cls(from_index=int(start), fare_scale=fare_scale, shifts=parsed)
+        moment = datetime.fromisoformat(start.strip().replace("Z", "+00:00"))
+        return cls(from_time=moment if moment.tzinfo else moment.astimezone(), fare_scale=fare_scale, shifts=parsed)
+
+    def applies(self, index: int, now: datetime) -> bool:
+        if self.from_index is not None:
+            return index >= self.from_index
+        return self.from_time is not None and now >= self.from_time
+
+    def describe(self) -> str:
+        parts = [f"fare*{self.fare_scale:g}"] if self.fare_scale != 1.0 else []
+        parts += [f"{c}{op}{k:g}" for c, (op, k) in self.shifts.items()]
+        return ",".join(parts) or "none"
+
+    def apply(self, message: dict) -> dict:
+        """The Chicago-shaped message with the drift applied (nulls stay null)."""
+        drifted = dict(message)
+        if self.fare_scale != 1.0 and drifted.get(LABEL) is not None:
+            drifted[LABEL] = round(drifted[LABEL] * self.fare_scale, 2)
+        for column, (op, k) in self.shifts.items():
+            value = drifted.get(column)
+            if value is None:
+                continue
+            value = value * k if op == "*" else value + k
+            drifted[column] = int(round(value)) if _KINDS[column] == "int" else round(value, 4)
+        return drifted
 
 
 def _json_value(name: str, value):
@@ -130,8 +197,11 @@ def replay(
     progress_every: int = 100,
     delivery_timeout: float = 30.0,
     out: IO[str] | None = sys.stderr,
+    drift: Drift | None = None,
+    skip: int = 0,
 ) -> list[Sent]:
-    """Send the first `limit` CSV rows to `topic` at `rate` messages/s (0: as fast as possible).
+    """Send the first `limit` CSV rows (after the first `skip`) to `topic` at `rate` messages/s
+    (0: as fast as possible), with `drift` applied from its start on.
 
     Returns what was sent, in order. Raises DeliveryFailed (with `.sent` and `.failed`) when
     the broker did not acknowledge every message within `delivery_timeout` seconds.
@@ -139,7 +209,7 @@ def replay(
     from confluent_kafka import Producer
 
     bootstrap = bootstrap or bootstrap_servers()
-    rows = load_rows(csv, limit)
+    rows = load_rows(csv, None if limit is None else skip + limit)[skip:]
     defects = plan_defects(len(rows), bad_share, seed)
     producer = Producer(
         {
@@ -163,6 +233,7 @@ def replay(
             delivered += 1
 
     sent: list[Sent] = []
+    drifted_count = 0
     started = time.monotonic()
     for index, row in enumerate(rows):
         if rate > 0:
@@ -170,17 +241,23 @@ def replay(
             # poll() returns early when it serves a delivery callback: wait out the rest.
             while (delay := started + index / rate - time.monotonic()) > 0:
                 producer.poll(delay)
-        trip_id = trip_id_for(index)
+        trip_id = trip_id_for(skip + index)
         message = chicago_message(row, trip_id)
+        drifted = drift is not None and drift.applies(index, datetime.now(UTC))
+        if drifted:
+            message = drift.apply(message)
+            drifted_count += 1
         if legacy:
             message = legacy_message(message)
         defect = defects.get(index)
         value = corrupt(message, defect, legacy) if defect else json.dumps(message).encode()
-        headers = [(DEFECT_HEADER, defect.encode())] if defect else None
+        headers = [(DEFECT_HEADER, defect.encode())] if defect else []
+        if drifted:
+            headers.append((DRIFT_HEADER, drift.describe().encode()))
         pending.add(trip_id)
         while True:
             try:
-                producer.produce(topic, key=trip_id.encode(), value=value, headers=headers, on_delivery=on_delivery)
+                producer.produce(topic, key=trip_id.encode(), value=value, headers=headers or None, on_delivery=on_delivery)
                 break
             except BufferError:  # local queue full: let deliveries drain
                 producer.poll(0.1)
@@ -189,7 +266,7 @@ def replay(
         if out is not None and progress_every and len(sent) % progress_every == 0:
             elapsed = time.monotonic() - started
             print(
-                f"sent {len(sent)}/{len(rows)} ({sum(k == 'bad' for _, k in sent)} bad) to {topic}, "
+                f"sent {len(sent)}/{len(rows)} ({sum(k == 'bad' for _, k in sent)} bad, {drifted_count} drifted) to {topic}, "
                 f"{len(sent) / elapsed:.1f} msg/s, {delivered} delivered, {len(failed)} failed",
                 file=out,
                 flush=True,
@@ -199,7 +276,8 @@ def replay(
     failed.extend((trip_id, "not acknowledged before the flush timed out") for trip_id in sorted(pending))
     bad = sum(k == "bad" for _, k in sent)
     summary = (
-        f"replayed {len(sent)} trips ({bad} malformed on purpose{', legacy shape' if legacy else ''}) onto {topic} at {bootstrap} "
+        f"replayed {len(sent)} trips ({bad} malformed on purpose{', legacy shape' if legacy else ''}"
+        f"{f', {drifted_count} drifted: {drift.describe()}' if drift is not None else ''}) onto {topic} at {bootstrap} "
         f"in {elapsed:.1f} s: {delivered} delivered, {len(failed)} failed"
     )
     if out is not None:
@@ -221,7 +299,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", default=None, help="broker address (default $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)")
     parser.add_argument("--progress-every", type=int, default=100, help="print a progress line every N messages")
     parser.add_argument("--delivery-timeout", type=float, default=30.0, help="seconds the broker has to acknowledge a message")
+    parser.add_argument("--skip", type=int, default=0, help="start at this CSV row (trip ids stay those of the rows)")
+    parser.add_argument("--drift-from", default=None, help="inject drift from this message index (integer) or send time (ISO 8601) on")
+    parser.add_argument("--drift-fare-scale", type=float, default=1.0, help="multiply the fare (the label) of drifted messages")
+    parser.add_argument("--drift-shift", action="append", default=[], help="COLUMN=*FACTOR or COLUMN=+AMOUNT on drifted messages (repeatable)")
     args = parser.parse_args(argv)
+    drift = None
+    if args.drift_from is not None:
+        try:
+            drift = Drift.parse(args.drift_from, args.drift_fare_scale, args.drift_shift)
+        except ValueError as exc:
+            parser.error(str(exc))
+    elif args.drift_shift or args.drift_fare_scale != 1.0:
+        parser.error("--drift-shift / --drift-fare-scale need --drift-from (a message index, e.g. 0, or an ISO 8601 time)")
     try:
         replay(
             args.csv,
@@ -234,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             args.seed,
             args.progress_every,
             args.delivery_timeout,
+            drift=drift,
+            skip=args.skip,
         )
     except DeliveryFailed as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -40,6 +40,7 @@ class ABSettings:
     confidence: float = 0.95
     bootstrap_resamples: int = 2000
     seed: int = 0
+    lookback_hours: float = 24.0
 
     def __post_init__(self):
         if self.mode not in AB_MODES:

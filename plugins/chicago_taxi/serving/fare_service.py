@@ -18,6 +18,21 @@ Behaviour a caller can rely on:
   again, and answers stop being degraded by themselves once Redis is back.
 - The champion is re-resolved every `champion_poll_seconds` (and on `reload()`); a new version
   is loaded beside the old one and swapped in atomically, so requests never wait for a load.
+  The challenger (the alias `@challenger` of the same model) is re-resolved with it when A/B is on.
+- A/B (`config/monitoring.yaml` ab.mode, TAXI_AB_MODE; `monitoring.thresholds`): "off", the
+  champion answers every trip (the challenger is not even loaded); "shadow", the champion
+  answers and the challenger is scored on the same trips; "split", the challenger answers
+  `challenger_share` of trips chosen by trip id (`monitoring.ab.challenger_serves`: the same trip
+  always goes to the same model, in the stream and in the HTTP service) and the other model is
+  scored in shadow. So with A/B on both models are scored on every trip, with one Feast lookup;
+  the answer names the model that answered (`model_name`, `model_version`, `variant`) and lists
+  the shadow predictions in `shadow`. A/B is inactive (the champion answers, `health()["ab"]`
+  says why) when no version holds `@challenger`, when it is the champion's version, or when the
+  challenger cannot be loaded; a challenger that raises while scoring leaves the champion's answer.
+- Answers carry `store_features`, the store values the model used (None where defaulted), for
+  the prediction log (`monitoring.prediction_log`); the HTTP responses leave it and `shadow` out.
+- `log_predictions` hands answers to the prediction log's publisher (when the service has one:
+  the HTTP service does, the stream publishes its own records); it never raises.
 """
 
 from __future__ import annotations
@@ -34,10 +49,17 @@ import pandas as pd
 
 from chicago_taxi.core import schema
 from chicago_taxi.core.config import Settings, load_settings
+from chicago_taxi.core.jsonable import now_ms
+from chicago_taxi.monitoring.ab import challenger_serves
+from chicago_taxi.monitoring.prediction_log import CHALLENGER, CHAMPION, SHADOW, PredictionLogPublisher, prediction_records
+from chicago_taxi.monitoring.thresholds import ABSettings, load_monitoring_config
 from chicago_taxi.serving.contract import check_trip
 
 log = logging.getLogger(__name__)
 CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
+# A challenger that keeps failing is logged at most this often.
+CHALLENGER_ERROR_LOG_SECONDS = 30.0
 
 
 @dataclass
@@ -46,10 +68,11 @@ class LoadedModel:
     name: str
     version: str
     source: str  # "registry" or "bento"
+    alias: str = CHAMPION_ALIAS
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def describe(self) -> dict:
-        return {"name": self.name, "version": self.version, "alias": CHAMPION_ALIAS, "source": self.source, "loaded_at": self.loaded_at}
+        return {"name": self.name, "version": self.version, "alias": self.alias, "source": self.source, "loaded_at": self.loaded_at}
 
 
 def champion_version(settings: Settings) -> str:
@@ -68,18 +91,48 @@ def champion_version(settings: Settings) -> str:
     return str(version.version)
 
 
-def load_champion(settings: Settings) -> LoadedModel:
-    """The version `models:/<name>@champion` points at, as a `FarePredictor` built from the
-    version's artifacts (transform graph + Keras model) with this service's own code.
+def alias_version(settings: Settings, alias: str) -> str | None:
+    """The version `@alias` points at now, None when no version holds it (or the model is not
+    registered yet); a registry that cannot answer raises."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    try:
+        registered = MlflowClient().get_registered_model(settings.model_name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    version = registered.aliases.get(alias)
+    return None if version is None else str(version)
+
+
+def load_version(settings: Settings, version: str, alias: str) -> LoadedModel:
+    """Registered `version` of the model, as a `FarePredictor` built from the version's artifacts
+    (transform graph + Keras model) with this service's own code; `alias` is what it serves as.
 
     Not `mlflow.pyfunc.load_model`: it puts the code packed with the version first on
     `sys.path`, so a process that already imported `chicago_taxi` would mix two versions of it.
     """
     import mlflow
 
-    version = champion_version(settings)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model_name}/{version}"))
-    return LoadedModel(predictor_from_model_dir(local), settings.model_name, version, "registry")
+    return LoadedModel(predictor_from_model_dir(local), settings.model_name, version, "registry", alias)
+
+
+def load_champion(settings: Settings) -> LoadedModel:
+    """The version `models:/<name>@champion` points at (see `load_version`)."""
+    return load_version(settings, champion_version(settings), CHAMPION_ALIAS)
+
+
+def load_challenger(settings: Settings, version: str) -> LoadedModel:
+    """Version `version`, which holds `@challenger` (see `load_version`)."""
+    return load_version(settings, version, CHALLENGER_ALIAS)
 
 
 def predictor_from_model_dir(local: Path):

@@ -13,6 +13,7 @@ import pandas as pd
 
 from chicago_taxi.core import schema
 from chicago_taxi.model.predictor import MODEL_ARTIFACT, TRANSFORM_ARTIFACT
+from chicago_taxi.monitoring.reference import ARTIFACT as REFERENCE_ARTIFACT
 from chicago_taxi.training.evaluate import HoldoutMetrics
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ def log_run(
     metrics: dict[str, float],
     artifact_files: list[str],
     transform_dir: str | None,
+    reference_dir: str | None = None,
     model_path: str | None,
     register: bool,
     alias: str | None,
@@ -93,6 +95,9 @@ def log_run(
             mlflow.log_artifact(path, artifact_path="evaluation")
         if transform_dir:
             mlflow.log_artifacts(transform_dir, artifact_path="transform_graph")
+        if reference_dir and Path(reference_dir).exists():
+            # The training reference monitoring compares live traffic with (monitoring.reference).
+            mlflow.log_artifacts(reference_dir, artifact_path=REFERENCE_ARTIFACT)
         if not register:
             return Registration(run.info.run_id, model_name, None, None, None)
         info = mlflow.pyfunc.log_model(

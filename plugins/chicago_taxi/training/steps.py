@@ -80,6 +80,8 @@ def evaluate(run_id: str, settings: Settings | None = None) -> dict:
     them (trips the transform graph did not repair)."""
     from chicago_taxi.model.network import model_filename
     from chicago_taxi.model.predictor import FarePredictor
+    from chicago_taxi.monitoring.reference import ARTIFACT as REFERENCE_ARTIFACT
+    from chicago_taxi.monitoring.reference import build_reference
     from chicago_taxi.training import registry
     from chicago_taxi.training.evaluate import HoldoutMetrics, TariffBaseline, decide_promotion, plot_evaluation
 
@@ -99,13 +101,16 @@ def evaluate(run_id: str, settings: Settings | None = None) -> dict:
     candidate, predicted = variants[chosen]
     # The baseline is a tariff fitted on clean training trips (as a person would fit one), then
     # judged on the same rows as the candidate.
-    _, train_repairs = predictor.predict_with_repairs(train_raw)
+    chosen_predictor = FarePredictor(paths["transform"] / "transform_graph", paths["model"] / model_filename(chosen))
+    train_predicted, train_repairs = chosen_predictor.predict_with_repairs(train_raw)
     baseline_model = TariffBaseline.fit(train_raw[train_repairs == 0])
     baseline = HoldoutMetrics.of(holdout[schema.LABEL], baseline_model.predict(holdout), clean)
     registry.configure(settings.mlflow_tracking_uri, settings.mlflow_artifacts_dir)
     champion, champion_version = registry.champion_metrics(settings.model_name, holdout, schema.LABEL, clean)
     decision = decide_promotion(candidate, baseline, champion, settings.max_rmse_ratio_to_baseline)
     plots = plot_evaluation(holdout, predicted, paths["reports"])
+    # What monitoring compares live traffic with: the training split as this model saw it.
+    reference = build_reference(train_raw, train_predicted, train_repairs, candidate.as_dict(), paths["model"] / REFERENCE_ARTIFACT, settings.seed)
     repaired = {r.code: int(((repairs >> bit) & 1).sum()) for bit, r in enumerate(schema.REPAIRS)}
     section = {
         "candidate": candidate.as_dict() | {"with_store_features": chosen, "model_file": model_filename(chosen)},
@@ -119,6 +124,7 @@ def evaluate(run_id: str, settings: Settings | None = None) -> dict:
         "holdout_repairs": {"rows": len(holdout), "clean_rows": int(clean.sum()), "trips_per_repair": repaired},
         "decision": decision.as_dict(),
         "plots": plots,
+        "monitoring_reference": {k: reference[k] for k in ("rows", "training_rows", "sampled")},
     }
     run_report(settings, paths).update("evaluate", section)
     for reason in decision.reasons:
@@ -128,6 +134,7 @@ def evaluate(run_id: str, settings: Settings | None = None) -> dict:
 
 # ---------------------------------------------------------------- 7. register
 def register(run_id: str, settings: Settings | None = None) -> dict:
+    from chicago_taxi.monitoring.reference import ARTIFACT as REFERENCE_ARTIFACT
     from chicago_taxi.training import registry
 
     settings = settings or load_settings()
@@ -169,6 +176,7 @@ def register(run_id: str, settings: Settings | None = None) -> dict:
         metrics=metrics,
         artifact_files=artifacts,
         transform_dir=str(paths["transform"] / "transform_graph"),
+        reference_dir=str(paths["model"] / REFERENCE_ARTIFACT),
         model_path=str(paths["model"] / evaluation["candidate"]["model_file"]),
         register=decision["register"],
         alias=decision["alias"],
