@@ -37,6 +37,11 @@ MONITORED_CATEGORICAL = (
     "dropoff_community_area",
 )
 MONITORED = MONITORED_NUMERIC + MONITORED_CATEGORICAL
+# The features whose drift raises an alert: what callers send about the trip. Every monitored
+# column's drift is computed and shown, but a window's calendar fields (one hour of one day of
+# one month) and its store features (aggregates as of the window, one value per entity) are
+# narrow by construction next to years of training trips, so they would alert on every window.
+DRIFT_ALERTING = ("trip_miles", "trip_seconds", "payment_type", "company", "pickup_community_area", "dropoff_community_area")
 
 # Labels usable for quality figures: the fares training keeps (a $0 or $700 meter reading is
 # not a price the model should be judged against).

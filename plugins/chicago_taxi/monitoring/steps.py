@@ -111,7 +111,7 @@ def drift_breaches(drift: dict, config: MonitoringConfig, wid: str, report: str 
     breaches = [
         _breach("feature_drift_psi", row["psi"], config.drift.psi_max, wid, report, version, row["feature"])
         for row in drift["features"]
-        if row["drifted"]
+        if row["drifted"] and row.get("alerting", True)
     ]
     prediction = drift.get("prediction")
     if prediction and prediction.get("drifted"):
@@ -187,14 +187,14 @@ def monitor_window(start, end, settings: Settings | None = None, config: Monitor
             ref_frame, ref_meta = reference
             summary["reference"] = {"model_name": name, "model_version": version, "rows": len(ref_frame), "holdout": ref_meta.get("holdout")}
             judged = len(served) >= config.drift.min_rows
-            features = drift_table(ref_frame, served, config.drift)
+            features = [row | {"alerting": row["feature"] in C.DRIFT_ALERTING} for row in drift_table(ref_frame, served, config.drift)]
             prediction = prediction_drift(ref_frame[C.PREDICTION], served[C.PREDICTION], config.drift)
             summary["drift"] = {
                 "rows": len(served),
                 "judged": judged,
                 "features": features,
                 "prediction": prediction,
-                "drifted_features": [row["feature"] for row in features if row["drifted"]] if judged else [],
+                "drifted_features": [row["feature"] for row in features if row["drifted"] and row["alerting"]] if judged else [],
             }
             evidently = evidently_report(
                 ref_frame, served, folder / REPORT, title=f"Chicago taxi fares: window {iso(start)} to {iso(end)}, model version {version}"
