@@ -50,6 +50,9 @@ kafka-stop: ## stop Kafka
 replay: venv ## replay the sample onto taxi-raw-data (REPLAY_ARGS="--rate 20 --limit 200 --bad-share 0.05 [--legacy]")
 	@$(ENV) python -m chicago_taxi.ingest.replay $(REPLAY_ARGS)
 
+monitor: venv ## land the prediction log and labels, monitor a window now (MONITOR_ARGS="--last 60 [--compare]"); the taxi_monitoring DAG does this hourly
+	@$(ENV) python -m chicago_taxi.monitoring $(or $(MONITOR_ARGS),--last 60)
+
 predictions: venv ## follow taxi-predictions, dead letters and alerts from now on (start it before the replay; WATCH_ARGS=--from-beginning for all); Ctrl-C stops
 	@$(ENV) python -m chicago_taxi.ingest.topics watch $(WATCH_ARGS)
 
@@ -71,6 +74,9 @@ format: venv ## ruff: fix what is safe to fix and format the tree
 bench: init ## benchmark each training task on the full 15k trips
 	@$(ENV) python benchmarks/bench_training.py
 
+bench-monitoring: init ## taxi_monitoring's window task on 10,000 predictions vs bare pandas figures
+	@$(ENV) python benchmarks/bench_monitoring.py $(BENCH_ARGS)
+
 bench-features: init ## Feast materialization and online lookups vs raw redis-py on a real Redis
 	@$(ENV) python benchmarks/bench_feature_store.py
 
@@ -90,4 +96,4 @@ clean: ## remove runtime state (Airflow DB, MLflow store, Bentos, run outputs, r
 	rm -rf var mlflow reports logs
 
 PHONY_EXTRA := backfill serve bench-serving bench-features bench-streaming materialize services services-stop kafka kafka-stop replay predictions
-.PHONY: $(PHONY_EXTRA) help venv init run test test-fast lint format bench airflow-ui airflow-stop mlflow-ui suites clean
+.PHONY: $(PHONY_EXTRA) help venv init run test test-fast lint format bench airflow-ui airflow-stop mlflow-ui suites clean monitor bench-monitoring
