@@ -5,14 +5,15 @@ recomputes its window [data_interval_start, data_interval_end) from the landed l
 run may name another window with the `window_start` / `window_end` parameters (ISO 8601).
 
     land_logs -> monitor_window -> request_retraining   (emits `taxi_model_degraded`, or skips)
-                               \\-> compare_variants      (promotes the challenger only on evidence)
+                               \\-> render_reports -> compare_variants   (promotes the challenger only on evidence)
 
 - land_logs: `taxi-predictions` (group taxi-monitoring) and the fares on `taxi-raw-data` into
   the Parquet prediction and label stores (var/monitoring/, by hour).
 - monitor_window: RMSE, MAE, R^2, bias per model version and variant; PSI/KS drift per feature
-  and of the predictions against the training reference; an Evidently HTML report and trend
-  PNGs under reports/monitoring/; metrics to MLflow (experiment chicago_taxi_monitoring) and
-  `taxi-model-metrics`; breaches of config/monitoring.yaml to `taxi-alerts`.
+  and of the predictions against the training reference; metrics to MLflow (experiment
+  chicago_taxi_monitoring) and `taxi-model-metrics`; breaches of config/monitoring.yaml to
+  `taxi-alerts`. Alerts and the retraining check do not wait for the report.
+- render_reports: the window's Evidently HTML report and the trend PNGs under reports/monitoring/.
 - request_retraining: a breach emits the asset event that schedules taxi_training, at most once
   per cooldown (retraining.cooldown_hours); in bounds, the task skips and nothing is emitted.
 - compare_variants: paired bootstrap of RMSE(challenger) - RMSE(champion) on the same labelled
@@ -74,6 +75,12 @@ def taxi_monitoring():
         return decision
 
     @task
+    def render_reports(summary: dict):
+        from chicago_taxi.monitoring.steps import render_reports
+
+        return render_reports(summary["window"]["start"])
+
+    @task
     def compare_variants(summary: dict):
         from chicago_taxi.core.config import load_settings
         from chicago_taxi.monitoring.steps import compare_variants, record_ab
@@ -86,7 +93,7 @@ def taxi_monitoring():
     summary = monitor_window()
     chain(land_logs(), summary)
     request_retraining(summary)
-    compare_variants(summary)
+    chain(render_reports(summary), compare_variants(summary))
 
 
 taxi_monitoring()

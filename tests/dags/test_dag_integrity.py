@@ -90,7 +90,8 @@ def test_monitoring_closes_the_loop_to_training_through_the_degraded_model_asset
     emitting = {task.task_id: [o.name for o in task.outlets] for task in dag.tasks if task.outlets}
     assert emitting == {"request_retraining": ["taxi_model_degraded"]}
     assert dag.task_dict["monitor_window"].upstream_task_ids == {"land_logs"}
-    assert dag.task_dict["monitor_window"].downstream_task_ids == {"request_retraining", "compare_variants"}
+    assert dag.task_dict["monitor_window"].downstream_task_ids == {"request_retraining", "render_reports", "compare_variants"}
+    assert dag.task_dict["compare_variants"].upstream_task_ids == {"monitor_window", "render_reports"}
     assert "taxi_model_degraded" in asset_names(dagbag.dags["taxi_training"].timetable.asset_condition)
     assert set(dag.params) == {"window_start", "window_end"}
 

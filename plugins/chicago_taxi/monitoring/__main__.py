@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --last MINUTES, or --start and --end")
 
     from chicago_taxi.core.config import load_settings
-    from chicago_taxi.monitoring.steps import SUMMARY, compare_variants, land_logs, monitor_window, record_ab
+    from chicago_taxi.monitoring.steps import SUMMARY, compare_variants, land_logs, monitor_window, record_ab, render_reports
 
     settings = load_settings()
     if not args.no_land:
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     summary = monitor_window(start, end, settings, publish=not args.no_publish)
+    summary |= render_reports(start, settings)
     if args.compare:
         summary["ab"] = compare_variants(start, end, settings)
         record_ab(settings, start, summary["ab"])

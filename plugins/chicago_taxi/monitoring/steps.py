@@ -142,12 +142,11 @@ def _references(settings: Settings, frame: pd.DataFrame) -> dict[tuple[str, str]
 
 
 def monitor_window(start, end, settings: Settings | None = None, config: MonitoringConfig | None = None, publish: bool = True) -> dict:
-    """Monitor the predictions scored in [start, end): see the module docstring. Returns the
+    """Monitor the predictions scored in [start, end): quality, drift, rules, metrics and alerts
+    (the Evidently report and the trend plots are `render_reports`, the next task). Returns the
     window summary (also written to `<monitoring_reports_dir>/<window id>/summary.json`)."""
     from chicago_taxi.monitoring.drift import drift_table, prediction_drift
-    from chicago_taxi.monitoring.evidently_report import evidently_report
     from chicago_taxi.monitoring.quality import quality_by_model
-    from chicago_taxi.monitoring.trends import plot_trends
 
     settings = settings or load_settings()
     config = config or load_monitoring_config(settings.monitoring_config)
@@ -196,20 +195,15 @@ def monitor_window(start, end, settings: Settings | None = None, config: Monitor
                 "prediction": prediction,
                 "drifted_features": [row["feature"] for row in features if row["drifted"] and row["alerting"]] if judged else [],
             }
-            evidently = evidently_report(
-                ref_frame, served, folder / REPORT, title=f"Chicago taxi fares: window {iso(start)} to {iso(end)}, model version {version}"
-            )
-            evidently["html"] = str(Path(evidently["html"]).relative_to(out))
-            summary["evidently"] = evidently
-            report_rel = evidently["html"]
+            # Rendered by the next task (render_reports); alerts name it already.
+            report_rel = f"{wid}/{REPORT}"
+            summary["evidently"] = {"html": report_rel, "rendered": False}
         else:
             summary["reference"] = {"model_name": name, "model_version": version, "missing": "its training run saved no monitoring reference"}
         holdouts = {v: (ref[1] if ref else None) for (_, v), ref in references.items()}
         summary["breaches"] = quality_breaches(quality, holdouts, config, wid, report_rel) + drift_breaches(
             summary["drift"], config, wid, report_rel, version
         )
-    _write_json(folder / SUMMARY, summary)
-    summary["plots"] = [f"{TRENDS}/{name}" for name in plot_trends(load_summaries(out), out / TRENDS, config.drift.psi_max)]
     _write_json(folder / SUMMARY, summary)
     if publish:
         summary["published"] = publish_window(settings, summary)
@@ -223,6 +217,40 @@ def monitor_window(start, end, settings: Settings | None = None, config: Monitor
         len(summary["breaches"]),
     )
     return summary
+
+
+def render_reports(start, settings: Settings | None = None, config: MonitoringConfig | None = None) -> dict:
+    """The window's Evidently report (HTML: drift per column against the training reference,
+    regression quality on the labelled trips) and the trend plots over every window (PNG), both
+    recorded in the summary `monitor_window` wrote."""
+    from chicago_taxi.monitoring.evidently_report import evidently_report
+    from chicago_taxi.monitoring.reference import load_reference
+    from chicago_taxi.monitoring.trends import plot_trends
+
+    settings = settings or load_settings()
+    config = config or load_monitoring_config(settings.monitoring_config)
+    out = settings.monitoring_reports_dir
+    path = out / window_id(as_utc(start)) / SUMMARY
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: monitor the window first (monitor_window)")
+    summary = json.loads(path.read_text())
+    reference = summary.get("reference") or {}
+    if summary.get("evidently") and reference.get("model_version"):
+        window = summary["window"]
+        frame = store.window_frame(settings, as_utc(window["start"]), as_utc(window["end"]))
+        ref_frame, _ = load_reference(settings, reference["model_name"], reference["model_version"])
+        served = frame[frame[C.VARIANT] != "shadow"]
+        evidently = evidently_report(
+            ref_frame,
+            served,
+            out / summary["evidently"]["html"],
+            title=f"Chicago taxi fares: window {window['start']} to {window['end']}, model version {reference['model_version']}",
+        )
+        summary["evidently"] = evidently | {"html": str(Path(evidently["html"]).relative_to(out)), "rendered": True}
+    _write_json(path, summary)
+    summary["plots"] = [f"{TRENDS}/{name}" for name in plot_trends(load_summaries(out), out / TRENDS, config.drift.psi_max)]
+    _write_json(path, summary)
+    return {"evidently": summary["evidently"], "plots": summary["plots"]}
 
 
 def _write_json(path: Path, value: dict) -> None:

@@ -9,9 +9,9 @@ Windows are the wall-clock spans in which each phase was scored (the DAG's `wind
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ from chicago_taxi.ingest import topics
 from chicago_taxi.ingest.replay import Drift
 from chicago_taxi.monitoring import columns as C
 from fixtures.airflow import AirflowStack
-from fixtures.env import REPO_ROOT
+from fixtures.browser import check_monitoring_page
 from fixtures.monitoring import Loop, monitoring_rig
 from fixtures.streams import end_offsets, read_since
 
@@ -32,8 +32,9 @@ FARE_SCALE = 1.5
 
 
 @pytest.fixture(scope="module")
-def loop(stream_env, tmp_path_factory) -> Loop:
-    return monitoring_rig(stream_env, tmp_path_factory.mktemp("monitoring"))
+def loop(stream_env, monitoring_env, tmp_path_factory) -> Loop:
+    """The rig shares its stores, reports and monitoring group with the package's Airflow stack."""
+    return monitoring_rig(stream_env, tmp_path_factory.mktemp("monitoring"), **monitoring_env)
 
 
 @pytest.fixture(scope="module")
@@ -86,27 +87,6 @@ def test_quality_figures_equal_an_independent_pandas_computation(loop, clean_sum
 
 
 # ---------------------------------------------------------------- through Airflow
-@pytest.fixture(scope="module")
-def airflow(loop, tmp_path_factory):
-    """An Airflow stack on the loop's env, parsing only taxi_monitoring and taxi_training (the
-    stream DAG would compete with the module's own scoring)."""
-    tmp = tmp_path_factory.mktemp("monitoring-airflow")
-    dags = tmp / "dags"
-    dags.mkdir()
-    for name in ("taxi_monitoring.py", "taxi_training.py"):
-        shutil.copy(REPO_ROOT / "dags" / name, dags / name)
-    env = {**loop.env, "AIRFLOW_HOME": str(tmp / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(dags)}
-    stack = AirflowStack(env)
-    stack.start()
-    try:
-        for dag_id in ("taxi_monitoring", "taxi_training"):
-            stack.wait_for_dag(dag_id)
-            stack.unpause(dag_id)
-        yield stack
-    finally:
-        stack.close()
-
-
 def _trigger_window(stack: AirflowStack, start: datetime, end: datetime, timeout: float = 420) -> tuple[dict, dict[str, str]]:
     run = stack.api(
         "POST",
@@ -128,11 +108,11 @@ def _asset_triggered_training_runs(stack: AirflowStack) -> list[dict]:
     return [r for r in stack.dag_runs("taxi_training") if r["run_type"] == "asset_triggered"]
 
 
-def test_drifted_replay_alerts_within_one_window_and_schedules_exactly_one_retrain(loop, clean_summaries, airflow):
+def test_drifted_replay_alerts_within_one_window_and_schedules_exactly_one_retrain(loop, clean_summaries, airflow_stack):
     alerts_start = end_offsets(loop.bootstrap, topics.ALERTS)
     drift = Drift.parse("0", FARE_SCALE, [DRIFT])
     start, end, _ = loop.phase(PHASE, drift)
-    _, tasks = _trigger_window(airflow, start, end)
+    _, tasks = _trigger_window(airflow_stack, start, end)
     assert tasks["request_retraining"] == "success", tasks
 
     from chicago_taxi.monitoring.steps import SUMMARY, window_id
@@ -148,17 +128,33 @@ def test_drifted_replay_alerts_within_one_window_and_schedules_exactly_one_retra
     assert {a["rule"] for a in alerts} == rules and all(a["window"] == window_id(start) and a["report"] for a in alerts)
 
     deadline = time.monotonic() + 90
-    while not _asset_triggered_training_runs(airflow) and time.monotonic() < deadline:
+    while not _asset_triggered_training_runs(airflow_stack) and time.monotonic() < deadline:
         time.sleep(3)
-    assert len(_asset_triggered_training_runs(airflow)) == 1
+    assert len(_asset_triggered_training_runs(airflow_stack)) == 1
 
     # The incident goes on: the next window breaches again, but within the cooldown it only alerts.
     start, end, _ = loop.phase(PHASE, drift)
-    _, tasks = _trigger_window(airflow, start, end)
+    _, tasks = _trigger_window(airflow_stack, start, end)
     assert tasks["request_retraining"] == "skipped", tasks
     time.sleep(10)
-    runs = _asset_triggered_training_runs(airflow)
+    runs = _asset_triggered_training_runs(airflow_stack)
     assert len(runs) == 1, runs
     # The retrain itself is the training DAG's business (tested there): stop it here.
-    airflow.pause("taxi_training")
-    airflow.api("PATCH", f"dags/taxi_training/dagRuns/{runs[0]['dag_run_id']}", json={"state": "failed"})
+    airflow_stack.pause("taxi_training")
+    airflow_stack.api("PATCH", f"dags/taxi_training/dagRuns/{runs[0]['dag_run_id']}", json={"state": "failed"})
+
+
+def test_the_monitoring_page_shows_the_latest_window_and_its_drift_report(loop, airflow_stack, monitoring_reports_dir):
+    """After the loop: log in to the Airflow UI, open the Monitoring page, read the latest
+    window's RMSE (the drifted one) and open its Evidently report (names trip_miles).
+    TAXI_SCREENSHOT_PATH=<png> keeps a screenshot (the README's)."""
+    import os
+
+    from chicago_taxi.monitoring.page import format_metric
+    from chicago_taxi.monitoring.steps import SUMMARY, window_id
+
+    start = loop.windows[-1][0]
+    summary = json.loads((monitoring_reports_dir / window_id(start) / SUMMARY).read_text())
+    (served,) = [q for q in summary["quality"] if q["variant"] != "shadow"]
+    screenshot = os.environ.get("TAXI_SCREENSHOT_PATH")
+    check_monitoring_page(airflow_stack, monitoring_reports_dir, format_metric(served["rmse"]), Path(screenshot) if screenshot else None)
