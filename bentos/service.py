@@ -6,9 +6,11 @@ uvicorn app); this file only wires it into BentoML:
 - POST /predict         {"trip": {...}}       -> {"fare", "model_version", "features_defaulted", "input_warnings", "degraded", "trip_id"}
 - POST /predict_batch   {"trips": [{...}, ...]} -> one entry per trip, in input order: that answer, or
                         {"index", "trip_id", "errors"} for a trip that cannot be interpreted
-- GET  /ops/health      model version, online store reachability, last reload error
-- POST /ops/reload      re-resolve `models:/chicago_taxi_fare@champion` now (it is also polled
-                        every TAXI_CHAMPION_POLL_SECONDS, default 30)
+- GET  /ops/health      model version, online store reachability, last reload error, the A/B
+                        state (mode, challenger, why inactive) and the prediction log's counts
+                        (published, lost, pending, last error)
+- POST /ops/reload      re-resolve `models:/chicago_taxi_fare@champion` (and `@challenger` when A/B
+                        is on) now; both are also polled every TAXI_CHAMPION_POLL_SECONDS, default 30
 - GET  /readyz, /livez, /metrics, /docs.json (OpenAPI), / (Swagger UI): BentoML's own.
 
 Trips use the Chicago column names or the legacy upstream shape (SPEC); what can be interpreted is
@@ -17,6 +19,12 @@ interpreted gets a 400 naming each bad field; a batch gets a 400 only for its en
 `trips` not a list of objects, more than TAXI_SERVE_MAX_BATCH_TRIPS trips). A body over
 TAXI_SERVE_MAX_BODY_BYTES gets a 413, a body that is not JSON by its Content-Type a 415. Redis
 down: answers stay 200 and carry `"degraded": true` (see fare_service).
+
+Every scored trip is also published to Kafka `taxi-predictions` for monitoring
+(`monitoring.prediction_log`: model, variant, inputs, store features used, times; source kind
+"http"), after it is answered and without waiting for the broker: a broker that is down costs
+monitoring records (counted and logged, see /ops/health), never an answer.
+TAXI_PREDICTION_LOG=0 turns that off. A/B (config/monitoring.yaml, TAXI_AB_MODE): see fare_service.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 from bentos.middleware import BodySizeLimit, JsonBodiesOnly  # noqa: E402
 from chicago_taxi.core.config import ServeConfig  # noqa: E402
+from chicago_taxi.core.jsonable import now_ms  # noqa: E402
 from chicago_taxi.serving.contract import BatchAnswer, BatchTrip, PredictionResponse, TripRequest  # noqa: E402
 
 # Set when the training DAG builds the Bento: the registered version is packed into it and used
@@ -59,6 +68,7 @@ class TaxiFareService:
 
     def __init__(self) -> None:
         from chicago_taxi.core.config import load_settings
+        from chicago_taxi.monitoring.prediction_log import PredictionLogPublisher
         from chicago_taxi.serving.fare_service import FareService, LoadedModel, load_champion, predictor_from_model_dir
 
         settings = load_settings()
@@ -74,8 +84,8 @@ class TaxiFareService:
                 self.packed_model.info.labels.get("mlflow_version", "?"),
                 "bento",
             )
-        self.service = FareService(settings, model=model)
-        # Warm the traced graph so the first request does not pay for tracing.
+        self.service = FareService(settings, model=model, publisher=PredictionLogPublisher())
+        # Warm the traced graph so the first request does not pay for tracing (not logged: no trip).
         self.service.predict([{"trip_miles": 1.0, "trip_seconds": 300.0, "trip_start_hour": 12, "trip_start_day": 3, "trip_start_month": 6}])
         self.service.start_polling()
         # Long-lived objects out of the collector's way: full collections were the 200 ms tail.
@@ -85,13 +95,22 @@ class TaxiFareService:
     def __is_ready__(self) -> bool:
         return self.service.model is not None
 
+    @bentoml.on_shutdown
+    def close_prediction_log(self) -> None:
+        self.service.close()
+
+    # The response models drop what the answers carry for the prediction log (store_features, shadow, ...).
     @bentoml.api
     def predict(self, trip: TripRequest) -> PredictionResponse:
-        return PredictionResponse(**self.service.predict([trip.model_dump()])[0])
+        received = now_ms()
+        trips = [trip.model_dump()]
+        answers = self.service.predict(trips)
+        self.service.log_predictions(trips, answers, "/predict", received_ms=received)
+        return PredictionResponse(**answers[0])
 
     @bentoml.api
     def predict_batch(self, trips: list[BatchTrip] = Field(max_length=SERVE.max_batch_trips)) -> list[BatchAnswer]:
-        return [BatchAnswer.of(entry) for entry in self.service.predict_each(trips)]
+        return [BatchAnswer.of(entry) for entry in self.service.predict_each(trips, log_endpoint="/predict_batch")]
 
     @ops.get("/health")
     def health(self) -> dict:

@@ -48,12 +48,12 @@ CLOSED_REASON = "the publisher was closed before the broker acknowledged them"
 
 def _plain(value):
     """A JSON-safe scalar: numpy numbers as Python ones, NaN and the infinities as None."""
-    if value is None or isinstance(value, (bool, str)):
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is bool:  # the usual cases first: this runs per field
         return value
-    value = json_default(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    if kind is not float:
+        value = json_default(value)
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def prediction_records(trip: dict, answer: dict, *, source: dict, scored_ms: int, produced_ms: int | None = None) -> list[dict]:
@@ -129,6 +129,7 @@ class PredictionLogPublisher:
         self.queue_max_messages = queue_max_messages
         self.published = 0
         self.lost = 0
+        self._in_flight = 0  # produced, delivery report not served yet (len(producer) counts client events too)
         self.last_error: str | None = None
         self.last_error_at: str | None = None
         self._lock = threading.Lock()
@@ -170,13 +171,21 @@ class PredictionLogPublisher:
         queued = 0
         for record in records:
             trip_id = record.get("trip_id")
+            with self._lock:  # counted before produce(): its delivery report may be served first
+                self._in_flight += 1
             try:
-                producer.produce(self.topic, key=None if trip_id is None else str(trip_id).encode(), value=encoded(record), on_delivery=self._on_delivery)
+                producer.produce(
+                    self.topic, key=None if trip_id is None else str(trip_id).encode(), value=encoded(record), on_delivery=self._on_delivery
+                )
                 queued += 1
+                continue
             except BufferError:
-                self.record_lost(1, f"local queue full ({self.queue_max_messages} records waiting for the broker at {self.bootstrap})")
+                reason = f"local queue full ({self.queue_max_messages} records waiting for the broker at {self.bootstrap})"
             except Exception as exc:  # noqa: BLE001 - a record that cannot be sent is counted, the request goes on
-                self.record_lost(1, f"{type(exc).__name__}: {exc}")
+                reason = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                self._in_flight -= 1
+            self.record_lost(1, reason)
         return queued
 
     def record_lost(self, count: int, reason: str) -> None:
@@ -204,9 +213,11 @@ class PredictionLogPublisher:
         self.last_error_at = iso(datetime.now(UTC))
 
     def _on_delivery(self, err, msg) -> None:
-        if err is None:
-            with self._lock:
+        with self._lock:
+            self._in_flight -= 1
+            if err is None:
                 self.published += 1
+        if err is None:
             return
         from confluent_kafka import KafkaError
 
@@ -240,7 +251,6 @@ class PredictionLogPublisher:
 
     # ------------------------------------------------------------------ state
     def stats(self) -> dict:
-        producer = self._producer
         with self._lock:
             return {
                 "enabled": self.enabled,
@@ -248,7 +258,7 @@ class PredictionLogPublisher:
                 "bootstrap": self.bootstrap,
                 "published": self.published,
                 "lost": self.lost,
-                "pending": len(producer) if producer is not None else 0,
+                "pending": self._in_flight,
                 "last_error": self.last_error,
                 "last_error_at": self.last_error_at,
             }

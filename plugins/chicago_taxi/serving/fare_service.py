@@ -204,22 +204,56 @@ class OnlineStoreClient:
 
 
 class FareService:
-    def __init__(self, settings: Settings | None = None, model: LoadedModel | None = None, store: OnlineStoreClient | None = None):
+    """Answers for trips (see the module docstring). `challenger`, `ab` and `publisher` default to
+    the registry's `@challenger` (when A/B is on), `config/monitoring.yaml` and no prediction log."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        model: LoadedModel | None = None,
+        store: OnlineStoreClient | None = None,
+        *,
+        challenger: LoadedModel | None = None,
+        ab: ABSettings | None = None,
+        publisher: PredictionLogPublisher | None = None,
+    ):
         self.settings = settings or load_settings()
-        self.model = model or load_champion(self.settings)
+        self.ab = ab or load_monitoring_config(self.settings.monitoring_config).ab
+        champion = model or load_champion(self.settings)
         self.store = store or OnlineStoreClient(self.settings)
+        self.publisher = publisher
         self._reload_lock = threading.Lock()
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()
         self.last_reload_error: str | None = None
+        self.challenger_note: str | None = None  # why there is no challenger, when resolving found none
+        self.challenger_failures = 0  # batches the challenger raised on (the champion answered them)
+        self.last_challenger_error: str | None = None
+        self._challenger_logged_at = float("-inf")
+        self.log_failures = 0  # log_predictions calls that raised (their records are counted lost)
+        if challenger is None and self.ab.scores_challenger:
+            challenger = self._resolve_challenger(champion, None)
+        # Champion and challenger are swapped together, in one assignment: a batch reads one pair.
+        self._models: tuple[LoadedModel, LoadedModel | None] = (champion, challenger)
+
+    @property
+    def model(self) -> LoadedModel:
+        """The champion."""
+        return self._models[0]
+
+    @property
+    def challenger(self) -> LoadedModel | None:
+        return self._models[1]
 
     # ------------------------------------------------------------------ predictions
     def predict(self, trips: list[dict]) -> list[dict]:
-        """Answers for validated trips (dicts of Chicago columns), in input order: the fare, and
-        in `input_warnings` each repair the transform graph made to the trip's inputs."""
+        """Answers for validated trips (dicts of Chicago columns), in input order: the fare, the
+        model that answered (`model_name`, `model_version`, `variant`), in `input_warnings` each
+        repair the transform graph made to the trip's inputs, the store features used, and with
+        A/B on the shadow prediction in `shadow`."""
         if not trips:
             return []
-        model = self.model  # one model for the whole batch, even if a reload swaps it meanwhile
+        champion, challenger = self._models  # one pair for the whole batch, even if a reload swaps it meanwhile
         frame = pd.DataFrame.from_records(trips)
         store_values, defaulted = self.store.lookup(frame)
         degraded = store_values is None
@@ -227,50 +261,165 @@ class FareService:
             store_values = pd.DataFrame(np.nan, index=range(len(frame)), columns=list(schema.STORE_FEATURES))
             defaulted = [list(schema.STORE_FEATURES)] * len(frame)
         scored = pd.concat([frame.reset_index(drop=True), store_values.reset_index(drop=True)], axis=1)
-        fares, repairs = model.predictor.predict_with_repairs(scored)
+        fares, repairs = champion.predictor.predict_with_repairs(scored)
+        # With A/B on, the challenger scores the same frame: same trips, same store features.
+        other = self._score_challenger(challenger, scored) if self._why_inactive(champion, challenger) is None else None
+        used = store_features_used(store_values)
         answers = []
-        for i, (fare, mask) in enumerate(zip(fares, repairs, strict=True)):
+        for i, trip in enumerate(trips):
+            served, fare, mask, shadow = champion, fares[i], repairs[i], None
+            if other is not None:
+                if self.ab.mode == "split" and challenger_serves(trip.get("trip_id"), self.ab.challenger_share):
+                    served, fare, mask, shadow = challenger, other[0][i], other[1][i], (champion, fares[i])
+                else:
+                    shadow = (challenger, other[0][i])
             answer = {
                 "fare": round(float(fare), 2),
-                "model_version": model.version,
+                "model_name": served.name,
+                "model_version": served.version,
+                "variant": CHALLENGER if served is challenger else CHAMPION,
                 "features_defaulted": defaulted[i],
                 "input_warnings": [repair.warning() for repair in schema.repairs_of(mask)],
                 "degraded": degraded,
+                "store_features": used[i],
             }
-            if trips[i].get("trip_id") is not None:
-                answer["trip_id"] = trips[i]["trip_id"]
+            if shadow is not None:
+                model, shadow_fare = shadow
+                answer["shadow"] = [
+                    {"fare": round(float(shadow_fare), 2), "model_name": model.name, "model_version": model.version, "variant": SHADOW}
+                ]
+            if trip.get("trip_id") is not None:
+                answer["trip_id"] = trip["trip_id"]
             answers.append(answer)
         return answers
 
-    def predict_each(self, items: list[dict]) -> list[dict]:
+    def _score_challenger(self, challenger: LoadedModel, scored: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+        """The challenger's fares and repairs, or None when it raises (the champion answers alone)."""
+        try:
+            return challenger.predictor.predict_with_repairs(scored)
+        except Exception as exc:  # noqa: BLE001 - a broken challenger must never cost an answer
+            self.challenger_failures += 1
+            self.last_challenger_error = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() - self._challenger_logged_at >= CHALLENGER_ERROR_LOG_SECONDS:
+                self._challenger_logged_at = time.monotonic()
+                log.warning(
+                    "challenger version %s failed to score a batch of %d (%d batch(es) so far): %s; the champion answered alone",
+                    challenger.version,
+                    len(scored),
+                    self.challenger_failures,
+                    self.last_challenger_error,
+                )
+            return None
+
+    def predict_each(self, items: list[dict], *, log_endpoint: str | None = None) -> list[dict]:
         """Answers for raw trips (JSON objects), each validated on its own, in input order: the
         answer of `predict`, or for a trip that cannot be interpreted its error entry
-        {"index", "trip_id", "errors"}; the valid trips are scored together."""
+        {"index", "trip_id", "errors"}; the valid trips are scored together. With `log_endpoint`
+        the scored trips go to the prediction log (`log_predictions`)."""
+        received = now_ms()
         checked = [check_trip(index, item) for index, item in enumerate(items)]
-        answers = iter(self.predict([trip for trip, _ in checked if trip is not None]))
+        valid = [trip for trip, _ in checked if trip is not None]
+        scored = self.predict(valid)
+        if log_endpoint is not None:
+            self.log_predictions(valid, scored, log_endpoint, received_ms=received)
+        answers = iter(scored)
         return [next(answers) if trip is not None else error for trip, error in checked]
 
-    # ------------------------------------------------------------------ champion
+    def log_predictions(self, trips: list[dict], answers: list[dict], endpoint: str, received_ms: int | None = None) -> int:
+        """Hand the answers of `trips` (as scored) to the prediction log; returns the records queued.
+        Never raises: a failure is counted (records lost) and logged by the publisher."""
+        publisher = self.publisher
+        if publisher is None or not publisher.enabled or not answers:
+            return 0
+        try:
+            scored_ms = now_ms()
+            source = {"kind": "http", "endpoint": endpoint}
+            records = [
+                record
+                for trip, answer in zip(trips, answers, strict=True)
+                for record in prediction_records(trip, answer, source=source, scored_ms=scored_ms, produced_ms=received_ms)
+            ]
+            return publisher.publish(records)
+        except Exception as exc:  # noqa: BLE001 - monitoring data must never fail a request
+            self.log_failures += 1
+            publisher.record_lost(sum(1 + len(a.get("shadow", [])) for a in answers), f"building the records failed: {type(exc).__name__}: {exc}")
+            return 0
+
+    # ------------------------------------------------------------------ champion and challenger
     def reload(self) -> dict:
-        """Re-resolve `@champion`; load and swap when it moved. Safe to call from any thread."""
+        """Re-resolve `@champion` (and `@challenger` when A/B is on); load what moved beside the
+        models in use, then swap both at once. Safe to call from any thread."""
         with self._reload_lock:
-            before = self.model.version
+            champion, challenger = self._models
+            before, challenger_before = champion.version, challenger.version if challenger else None
             try:
                 current = champion_version(self.settings)
                 if current != before:
                     log.info("champion moved from version %s to %s: loading", before, current)
-                    self.model = load_champion(self.settings)
-                    log.info("now serving %s version %s", self.model.name, self.model.version)
+                    champion = load_champion(self.settings)
+                    log.info("now serving %s version %s", champion.name, champion.version)
                 self.last_reload_error = None
             except Exception as exc:  # the registry is down or the version is broken: keep serving
                 self.last_reload_error = f"{type(exc).__name__}: {exc}"
                 log.warning("champion reload failed, still serving version %s: %s", before, self.last_reload_error)
+            if self.ab.scores_challenger:
+                challenger = self._resolve_challenger(champion, challenger)
+            self._models = (champion, challenger)
             return {
                 "previous_version": before,
-                "version": self.model.version,
-                "changed": self.model.version != before,
+                "version": champion.version,
+                "changed": champion.version != before,
                 "error": self.last_reload_error,
+                "challenger": {
+                    "previous_version": challenger_before,
+                    "version": challenger.version if challenger else None,
+                    "changed": (challenger.version if challenger else None) != challenger_before,
+                    "why_inactive": self._why_inactive(champion, challenger),
+                },
             }
+
+    def _resolve_challenger(self, champion: LoadedModel, current: LoadedModel | None) -> LoadedModel | None:
+        """The model `@challenger` points at now: `current` when it did not move (or the registry
+        cannot say), newly loaded when it did, None when no version holds the alias or it is the
+        champion's version (`challenger_note` says why)."""
+        name = self.settings.model_name
+        try:
+            version = alias_version(self.settings, CHALLENGER_ALIAS)
+        except Exception as exc:  # the registry is down: keep what we have
+            self.challenger_note = f"the registry could not resolve @{CHALLENGER_ALIAS}: {type(exc).__name__}: {exc}"
+            log.warning("%s; keeping challenger %s", self.challenger_note, current.version if current else "none")
+            return current
+        if version is None:
+            self.challenger_note = f"no version of {name} holds the alias @{CHALLENGER_ALIAS}"
+            if current is not None:
+                log.info("%s any more: A/B inactive", self.challenger_note)
+            return None
+        if version == champion.version:
+            self.challenger_note = f"@{CHALLENGER_ALIAS} is version {version}, the champion itself"
+            return None
+        if current is not None and current.version == version:
+            self.challenger_note = None
+            return current
+        try:
+            log.info("challenger is version %s of %s: loading", version, name)
+            loaded = load_challenger(self.settings, version)
+        except Exception as exc:  # a broken version: A/B stays off rather than failing the service
+            self.challenger_note = f"challenger version {version} could not be loaded: {type(exc).__name__}: {exc}"
+            log.warning("%s; A/B inactive, the champion answers", self.challenger_note)
+            return None
+        self.challenger_note = None
+        log.info("challenger version %s loaded (A/B mode %s, share %g)", version, self.ab.mode, self.ab.challenger_share)
+        return loaded
+
+    def _why_inactive(self, champion: LoadedModel, challenger: LoadedModel | None) -> str | None:
+        """Why the challenger is not scored (None: it is)."""
+        if not self.ab.scores_challenger:
+            return "A/B mode is off (config/monitoring.yaml ab.mode or TAXI_AB_MODE)"
+        if challenger is None:
+            return self.challenger_note or f"no version of {self.settings.model_name} holds the alias @{CHALLENGER_ALIAS}"
+        if challenger.version == champion.version:
+            return f"@{CHALLENGER_ALIAS} is version {challenger.version}, the champion itself"
+        return None
 
     def start_polling(self) -> None:
         interval = self.settings.champion_poll_seconds
@@ -287,14 +436,43 @@ class FareService:
     def stop_polling(self) -> None:
         self._stop.set()
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop polling and flush the prediction log (records still queued after `timeout` are lost)."""
+        self.stop_polling()
+        if self.publisher is not None:
+            self.publisher.close(timeout)
+
     # ------------------------------------------------------------------ health
     def health(self) -> dict:
+        champion, challenger = self._models
         store_ok = self.store.ping()
-        return {
+        why_inactive = self._why_inactive(champion, challenger)
+        health = {
             "status": "ok" if store_ok else "degraded",
-            "model": self.model.describe(),
+            "model": champion.describe(),
             "champion_poll_seconds": self.settings.champion_poll_seconds,
             "last_reload_error": self.last_reload_error,
             "online_store": {"type": self.settings.online_store, "address": self.store.address, "ok": store_ok, "error": self.store.last_error},
             "replay_offset_days": self.settings.replay_offset_days,
+            "ab": {
+                "mode": self.ab.mode,
+                "challenger_share": self.ab.challenger_share,
+                "active": why_inactive is None,
+                "why_inactive": why_inactive,
+                "challenger": challenger.describe() if challenger else None,
+                "challenger_failures": self.challenger_failures,
+                "last_challenger_error": self.last_challenger_error,
+            },
         }
+        if self.publisher is not None:
+            health["prediction_log"] = {**self.publisher.stats(), "build_failures": self.log_failures}
+        return health
+
+
+def store_features_used(store_values: pd.DataFrame) -> list[dict]:
+    """Per trip, each store feature's value as the model was given it; None where the store had
+    none (the model filled the training default)."""
+    columns = list(schema.STORE_FEATURES)
+    values = store_values.reindex(columns=columns).to_numpy(dtype=float)
+    integral = [schema.FEATURE_SPECS[f].dtype == "int64" for f in columns]
+    return [{f: None if np.isnan(v) else int(v) if is_int else float(v) for f, v, is_int in zip(columns, row, integral)} for row in values]

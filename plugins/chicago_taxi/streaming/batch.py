@@ -42,7 +42,9 @@ One call, in this order (each stage timed in `BatchResult.seconds`):
    under a known trip_id is dead-lettered ("trip_id already seen with different content"): the
    first content stays the trip's.
 5. score: the champion through `FareService.predict` (or an injected `scorer`, same signature),
-   which reads the online store as it is *before* this batch's push. Scoring after the push
+   which reads the online store as it is *before* this batch's push. With A/B on
+   (config/monitoring.yaml, TAXI_AB_MODE) the same call scores the challenger too: in shadow, or
+   answering a share of trips by trip id with the champion in shadow (see `serving.fare_service`). Scoring after the push
    would let an earlier trip of the batch read a row that a later trip of the batch pushed and
    that contains the earlier trip's own fare (the store is read "now", not as of each trip).
 6. push: the statistics of the views fed by the Feast push source `company_stats_push`
@@ -57,11 +59,13 @@ One call, in this order (each stage timed in `BatchResult.seconds`):
      rejected share exceeds `TAXI_STREAM_MAX_BAD_SHARE` (default 0.2): one JSON event on
      `taxi-alerts` (kind `stream_bad_message_share`, share, threshold, counts, reasons, offsets
      per partition, group, time), keyed by the kind;
-   - per valid trip, keyed by trip_id: its prediction on `taxi-predictions` (fare, model_version,
-     features_defaulted, degraded, source partition/offset, the raw message's Kafka timestamp
-     `produced_at_ms` and `scored_at_ms`/`published_at_ms`, for produce -> prediction latency) and
-     its features on `taxi-features` (entities, each pushed view's row as of the trip, whether
-     this batch pushed it).
+   - per valid trip, keyed by trip_id: its prediction on `taxi-predictions`
+     (`monitoring.prediction_log.prediction_records`, source kind "stream": fare, model name and
+     version, variant, features_defaulted, degraded, the inputs and store features used, source
+     partition/offset, the raw message's Kafka timestamp `produced_at_ms` and
+     `scored_at_ms`/`published_at_ms`, for produce -> prediction latency), followed by its shadow
+     prediction when A/B is on (`variant` "shadow", `served` false), and its features on
+     `taxi-features` (entities, each pushed view's row as of the trip, whether this batch pushed it).
 8. commit: only after every publish is acknowledged, the next offset per consumed partition,
    synchronously (`CommitFailed` if the broker refuses).
 
@@ -127,7 +131,7 @@ from chicago_taxi.streaming.records import (
     batch_entity_keys,
     features_record,
     gap_alert_record,
-    prediction_record,
+    prediction_records_of,
 )
 
 log = logging.getLogger(__name__)
@@ -166,7 +170,8 @@ class BatchResult:
     expired_messages: int = 0  # deleted by retention before the group read them (alerted, never scored)
     pushed_rows: int = 0
     push_skipped_not_newer: int = 0
-    predictions_published: int = 0
+    predictions_published: int = 0  # served predictions (one per trip), acknowledged
+    shadow_predictions_published: int = 0  # A/B shadow predictions, acknowledged (0 with A/B off)
     features_published: int = 0
     degraded_predictions: int = 0
     model_version: str | None = None
@@ -185,7 +190,7 @@ class BatchResult:
         return (
             f"group {self.group} on {self.bootstrap}: consumed {self.consumed}, valid {self.valid}, dead-lettered {self.dead_lettered} "
             f"(bad share {self.bad_share:.1%}, poison {self.poisoned}), duplicates {self.duplicates_in_batch}, alerts {self.alerts}, pushed {self.pushed_rows} row(s), predictions {self.predictions_published} "
-            f"({self.degraded_predictions} degraded), committed {self.committed}; seconds: {stages}"
+            f"({self.degraded_predictions} degraded, {self.shadow_predictions_published} shadow), committed {self.committed}; seconds: {stages}"
         )
 
 
@@ -288,11 +293,14 @@ def process_pending(
                     len(records),
                     ALERTS,
                 )
-            for trip_id, prediction, features in outgoing:
-                publisher.send(PREDICTIONS, trip_id, prediction)
+            for trip_id, predictions, features in outgoing:
+                for prediction in predictions:  # the served prediction, then any shadow one
+                    publisher.send(PREDICTIONS, trip_id, prediction)
                 publisher.send(FEATURES, trip_id, features)
             publisher.flush()
-        result.predictions_published = publisher.delivered[PREDICTIONS]
+        # flush() raised unless every message was acknowledged: one served prediction per trip, the rest shadow.
+        result.predictions_published = len(outgoing)
+        result.shadow_predictions_published = publisher.delivered[PREDICTIONS] - len(outgoing)
         result.features_published = publisher.delivered[FEATURES]
         published = {trip_id for trip_id, _, _ in outgoing}
         answers = [answer for (trip, _), answer in zip(valid, answers) if trip[TRIP_ID] in published]
@@ -356,7 +364,17 @@ def drain(
             time.sleep(0.2)  # nothing pending: look again shortly
     totals = {
         key: sum(b[key] for b in batches)
-        for key in ("consumed", "valid", "dead_lettered", "duplicates_in_batch", "poisoned", "predictions_published", "alerts", "expired_messages")
+        for key in (
+            "consumed",
+            "valid",
+            "dead_lettered",
+            "duplicates_in_batch",
+            "poisoned",
+            "predictions_published",
+            "shadow_predictions_published",
+            "alerts",
+            "expired_messages",
+        )
     }
     more = time.monotonic() - started >= limit
     if more:
@@ -476,21 +494,22 @@ def isolate_failures(stage: str, count: int, run: Callable[[list[int]], Any]) ->
 
 def _outgoing(
     valid: list[Pair], answers: list[dict], pushed: PushOutcome, rows_as_of: list[dict[str, dict]], group: str, scored_ms: int
-) -> tuple[list[tuple[str, bytes, bytes]], list[Rejected]]:
-    """Each trip's prediction and features records, encoded: (trip_id, prediction, features).
+) -> tuple[list[tuple[str, list[bytes], bytes]], list[Rejected]]:
+    """Each trip's prediction records (served, then shadow) and features record, encoded:
+    (trip_id, [prediction, ...], features).
     A trip whose records cannot be built is dead-lettered, before anything is sent; when no
     trip's can, the fault is the code's, not the trips': the batch fails with the first error."""
     keys = batch_entity_keys([trip for trip, _ in valid])  # per batch, not per trip
     outgoing, rejected, first = [], [], None
     for index, ((trip, record), answer) in enumerate(zip(valid, answers)):
         try:
-            prediction = encoded(prediction_record(trip, record, answer, group, scored_ms))
+            predictions = [encoded(p) for p in prediction_records_of(trip, record, answer, group, scored_ms)]
             features = encoded(features_record(trip, record, pushed, keys[index], rows_as_of[index]))
         except Exception as exc:  # noqa: BLE001 - one message must never fail the batch
             first = first or exc
             rejected.append(_poisoned("publish", (trip, record), exc))
             continue
-        outgoing.append((trip[TRIP_ID], prediction, features))
+        outgoing.append((trip[TRIP_ID], predictions, features))
     if first is not None and not outgoing:
         raise first
     return outgoing, rejected

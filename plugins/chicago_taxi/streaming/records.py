@@ -1,5 +1,6 @@
-"""The records the stream publishes: a prediction per trip (taxi-predictions), the features it
-was scored with (taxi-features), and a bad-share alert per batch (taxi-alerts)."""
+"""The records the stream publishes: a prediction per trip (taxi-predictions; plus a shadow one
+per trip when A/B is on, see `monitoring.prediction_log`), the features it was scored with
+(taxi-features), and a bad-share alert per batch (taxi-alerts)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import pandas as pd
 
 from chicago_taxi.core import schema
 from chicago_taxi.core.config import StreamConfig
-from chicago_taxi.core.jsonable import iso, iso_ms, json_default, now_ms
+from chicago_taxi.core.jsonable import iso, json_default, now_ms
 from chicago_taxi.features.aggregates import EVENT_TIMESTAMP, entity_keys
 from chicago_taxi.features.push import PushOutcome
 from chicago_taxi.ingest.messages import TRIP_ID
 from chicago_taxi.ingest.topics import RAW_TRIPS, RAW_TRIPS_DLQ
+from chicago_taxi.monitoring.prediction_log import prediction_records
 from chicago_taxi.streaming.kafka_io import Record
 
 ALERT_KIND = "stream_bad_message_share"
@@ -41,23 +43,11 @@ def alert_record(result, records: list[Record], config: StreamConfig) -> dict:
     }
 
 
-def prediction_record(trip: dict, record: Record, answer: dict, group: str, scored_ms: int) -> dict:
-    return {
-        "trip_id": trip[TRIP_ID],
-        "fare": answer["fare"],
-        "model_version": answer.get("model_version"),
-        "features_defaulted": answer.get("features_defaulted", []),
-        "degraded": bool(answer.get("degraded", False)),
-        # The repairs the transform graph made to the trip's inputs (as the HTTP service answers).
-        "input_warnings": answer.get("input_warnings", []),
-        "trip_start_timestamp": trip.get(schema.TIMESTAMP),
-        "source": {"topic": RAW_TRIPS, "partition": record.partition, "offset": record.offset, "group": group},
-        "produced_at_ms": record.timestamp_ms,  # the raw message's Kafka timestamp
-        "produced_at": iso_ms(record.timestamp_ms),
-        "scored_at_ms": scored_ms,
-        "scored_at": iso_ms(scored_ms),
-        "published_at_ms": now_ms(),
-    }
+def prediction_records_of(trip: dict, record: Record, answer: dict, group: str, scored_ms: int) -> list[dict]:
+    """A scored trip's prediction log records (`monitoring.prediction_log`: the served prediction,
+    then any shadow one), with the message it came from and its Kafka timestamp as produce time."""
+    source = {"kind": "stream", "topic": RAW_TRIPS, "partition": record.partition, "offset": record.offset, "group": group}
+    return prediction_records(trip, answer, source=source, scored_ms=scored_ms, produced_ms=record.timestamp_ms)
 
 
 def batch_entity_keys(trips: list[dict]) -> list[dict]:

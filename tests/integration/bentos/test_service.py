@@ -1,6 +1,6 @@
 """The prediction service as users meet it: `bentoml serve` in a subprocess, the champion trained
 in this session (fixtures.training), a real Redis of its own (so it can be stopped), online
-features materialized through Feast."""
+features materialized through Feast, and the session's Kafka broker for its prediction log."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from datetime import UTC
 
 import numpy as np
@@ -19,7 +20,9 @@ import pandas as pd
 import pytest
 
 from chicago_taxi.core import schema
+from chicago_taxi.ingest import topics
 from fixtures.env import DATA_CSV, REPO_ROOT, free_port
+from fixtures.streams import end_offsets, read_since
 from fixtures.training import MODEL, mlflow_client
 
 REQUEST_COLUMNS = list(schema.MODEL_INPUT_COLUMNS)  # the request fields: every model input
@@ -32,13 +35,15 @@ def _redis(action: str, port: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def serving_env(stack, first_run):
-    """The training stack's env with a Redis online store of this module's own, warmed."""
+def serving_env(stack, first_run, kafka_broker):
+    """The training stack's env with a Redis online store of this module's own, warmed, and the
+    session's broker for the prediction log."""
     tmp, env = stack
     port = free_port()
     _redis("start", port)
     env = {
         **env,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_broker,
         "TAXI_ONLINE_STORE": "redis",
         "REDIS_PORT": str(port),
         "TAXI_CHAMPION_POLL_SECONDS": "2",
@@ -446,3 +451,35 @@ def test_property_based_requests_never_get_a_5xx(service):
         cwd=REPO_ROOT,
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+
+
+def test_every_scored_trip_is_published_to_the_prediction_log(service, valid_trips, kafka_broker):
+    prefix = f"http{uuid.uuid4().hex[:6]}"
+    start = end_offsets(kafka_broker, topics.PREDICTIONS)
+    before = service.health()["prediction_log"]
+    assert before["enabled"] and before["bootstrap"] == kafka_broker and before["topic"] == topics.PREDICTIONS
+    trips = [{**r, "trip_id": f"{prefix}-{i}"} for i, r in enumerate(_records(valid_trips.head(3)))]
+    status, single = service.predict(trips[0])
+    assert status == 200 and "store_features" not in single and "shadow" not in single
+    status, batch = service.predict_batch(trips[1:] + [{"trip_id": f"{prefix}-bad", "trip_miles": -1}])
+    assert status == 200 and "errors" in batch[-1]
+    answers = {a["trip_id"]: a for a in [single, *batch[:-1]]}
+    deadline = time.time() + 60  # the publisher batches for 50 ms; the broker acknowledges shortly after
+    while (log := service.health()["prediction_log"])["published"] - before["published"] < 3:
+        assert time.time() < deadline and log["lost"] == before["lost"], log
+        time.sleep(0.2)
+    records = [r for r in read_since(kafka_broker, topics.PREDICTIONS, start) if str(r.get("trip_id")).startswith(prefix)]
+    assert sorted(r["trip_id"] for r in records) == sorted(answers)  # the trip that could not be read is no prediction
+    for record in records:
+        answer = answers[record["trip_id"]]
+        assert record["_key"] == record["trip_id"] and record["source"]["kind"] == "http"
+        assert record["source"]["endpoint"] == ("/predict" if record["trip_id"] == f"{prefix}-0" else "/predict_batch")
+        assert (record["fare"], record["model_version"], record["features_defaulted"]) == (
+            answer["fare"],
+            answer["model_version"],
+            answer["features_defaulted"],
+        )
+        assert (record["model_name"], record["variant"], record["served"]) == (MODEL, "champion", True)
+        assert record["inputs"] == {c: trips[int(record["trip_id"].rsplit("-", 1)[1])].get(c) for c in schema.MODEL_INPUT_COLUMNS}
+        assert [f for f, v in record["store_features"].items() if v is None] == record["features_defaulted"]
+        assert record["produced_at_ms"] <= record["scored_at_ms"] <= record["published_at_ms"]

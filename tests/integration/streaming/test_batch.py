@@ -14,14 +14,18 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from chicago_taxi.core import schema
 from chicago_taxi.core.config import load_settings
 from chicago_taxi.ingest import topics
 from chicago_taxi.ingest.messages import calendar_fields, chicago_weekday
+from chicago_taxi.monitoring.ab import challenger_serves
+from chicago_taxi.monitoring.thresholds import ABSettings
+from chicago_taxi.serving.fare_service import FareService, LoadedModel
 from chicago_taxi.streaming import batch, kafka_io, publisher, records
 from fixtures.kafka import restart_broker
 from fixtures.streams import OUTPUTS, Outputs, _redis, end_offsets, environ, messages_for, new_group, produce, produce_all
@@ -87,6 +91,8 @@ def test_mixed_batch_every_trip_is_scored_or_dead_lettered_once_and_offsets_are_
         assert p["model_version"] == first.model_version and isinstance(p["fare"], float) and p["fare"] > 0
         assert p["degraded"] is False and isinstance(p["features_defaulted"], list)
         assert p["produced_at_ms"] <= p["scored_at_ms"] <= p["published_at_ms"]
+        assert (p["variant"], p["served"], p["source"]["kind"], p["source"]["group"]) == ("champion", True, "stream", group)
+        assert set(p["inputs"]) == set(schema.MODEL_INPUT_COLUMNS) and set(p["store_features"]) == set(schema.STORE_FEATURES)
     features = outputs.read(topics.FEATURES, prefix)
     assert {f["trip_id"] for f in features} == good
     assert all("company_half_hourly_stats" in f["feature_views"] for f in features)
@@ -418,4 +424,45 @@ def test_a_message_the_scorer_raises_on_is_isolated_and_the_rest_of_its_batch_co
     assert {p["trip_id"] for p in outputs.read(topics.PREDICTIONS, prefix)} == good - {poison}
     (letter,) = outputs.read(topics.RAW_TRIPS_DLQ, prefix)
     assert letter["_key"] == poison and letter["reason"] == f"score failed on this message: ValueError: cannot score {poison}"
+    assert committed(env, group) == end_offsets(kafka_broker, topics.RAW_TRIPS)
+
+
+def test_with_ab_split_every_trip_publishes_its_served_and_its_shadow_prediction(stream_env, clean_rows, kafka_broker):
+    env, _ = stream_env
+    prefix = f"ab{uuid.uuid4().hex[:6]}"
+    group = new_group(kafka_broker, "ab")
+    messages, good, _ = messages_for(prefix, clean_rows[240:270])
+    outputs = Outputs(kafka_broker)
+    placed = produce(kafka_broker, messages)
+    with environ(env):
+        settings = load_settings()
+        champion = batch.default_scorer(settings).__self__  # the stream's FareService
+        # The champion's own model under another version: both predictions of a trip must then agree.
+        challenger = LoadedModel(champion.model.predictor, champion.model.name, "challenger-under-test", "registry", "challenger")
+        ab = FareService(
+            settings, model=champion.model, store=champion.store, challenger=challenger, ab=ABSettings(mode="split", challenger_share=0.5)
+        )
+    results = drain(env, group, scorer=ab.predict)
+    assert (total(results, "predictions_published"), total(results, "shadow_predictions_published")) == (30, 30)
+    by_trip = defaultdict(list)
+    for record in outputs.read(topics.PREDICTIONS, prefix):
+        by_trip[record["trip_id"]].append(record)
+    assert set(by_trip) == good
+    versions = {champion.model.version, "challenger-under-test"}
+    for trip_id, (served, shadow) in by_trip.items():  # served first, then its shadow, on the trip's partition
+        assert served["_key"] == shadow["_key"] == trip_id
+        assert served["variant"] == ("challenger" if challenger_serves(trip_id, 0.5) else "champion") and served["served"] is True
+        assert (shadow["variant"], shadow["served"]) == ("shadow", False) and {served["model_version"], shadow["model_version"]} == versions
+        assert served["fare"] == shadow["fare"]  # one lookup, the same inputs and store features for both models
+        for key in ("inputs", "store_features", "features_defaulted", "source", "scored_at_ms"):
+            assert served[key] == shadow[key], key
+        assert served["source"] == {
+            "kind": "stream",
+            "topic": topics.RAW_TRIPS,
+            "partition": placed[trip_id][0],
+            "offset": placed[trip_id][1],
+            "group": group,
+        }
+        assert [f for f, v in served["store_features"].items() if v is None] == served["features_defaulted"]
+    assert {r[0]["variant"] for r in by_trip.values()} == {"champion", "challenger"}
     assert committed(env, group) == end_offsets(kafka_broker, topics.RAW_TRIPS)

@@ -99,7 +99,12 @@ def test_window_metrics_keep_served_and_shadow_figures_apart():
     summary = {
         "quality": [entry(), entry(version="2", variant="shadow")],
         "reference": {"model_name": "m", "model_version": "1"},
-        "drift": {"judged": True, "features": [{"feature": "trip_miles", "psi": 0.3}], "prediction": {"psi": 0.1}, "drifted_features": ["trip_miles"]},
+        "drift": {
+            "judged": True,
+            "features": [{"feature": "trip_miles", "psi": 0.3}],
+            "prediction": {"psi": 0.1},
+            "drifted_features": ["trip_miles"],
+        },
     }
     metrics = steps.window_metrics(summary)
     assert metrics[("m", "1")]["mae"] == 1.3 and metrics[("m", "1")]["psi_trip_miles"] == 0.3 and metrics[("m", "1")]["drifted_features"] == 1

@@ -84,7 +84,13 @@ def _land(settings, records, labels):
 def test_a_window_joins_labels_that_landed_before_or_after_its_predictions(settings):
     before = int((T0 - timedelta(hours=2)).timestamp() * 1000)
     after = int((T0 + timedelta(hours=3)).timestamp() * 1000)
-    records = [record("early", 5), record("late", 50), record("none", 55), record("next-hour", 70), record("late", 50, fare=11.0, variant="shadow", version="2")]
+    records = [
+        record("early", 5),
+        record("late", 50),
+        record("none", 55),
+        record("next-hour", 70),
+        record("late", 50, fare=11.0, variant="shadow", version="2"),
+    ]
     _land(settings, records, [("early", 12.0, before), ("late", 20.0, after), ("next-hour", 5.0, after)])
     frame = store.window_frame(settings, T0, T0 + timedelta(hours=1))
     by = {(r.trip_id, r.variant): r for r in frame.itertuples()}

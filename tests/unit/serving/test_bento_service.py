@@ -1,6 +1,6 @@
-"""The BentoML service (bentos/service.py) in process, with a stand-in model and online store: the
-HTTP shapes of its answers, the batch's per-trip entries, the 400/413 envelope errors and the
-OpenAPI spec. The real model, Redis and `bentoml serve`: tests/integration/bentos."""
+"""The BentoML service (bentos/service.py) in process, with a stand-in model, online store and
+prediction log: the HTTP shapes of its answers, the batch's per-trip entries, what it publishes,
+the 400/413 envelope errors and the OpenAPI spec. The real model, Redis and `bentoml serve`: tests/integration/bentos."""
 
 from __future__ import annotations
 
@@ -34,6 +34,28 @@ class StoreWithNothing:
         return True
 
 
+class RecordingPublisher:
+    """Stands in for the prediction log's Kafka publisher."""
+
+    enabled = True
+
+    def __init__(self):
+        self.records, self.closed = [], False
+
+    def publish(self, records):
+        self.records += records
+        return len(records)
+
+    def record_lost(self, count, reason):
+        raise AssertionError(f"{count} record(s) lost: {reason}")
+
+    def stats(self):
+        return {"enabled": True, "published": len(self.records), "lost": 0}
+
+    def close(self, timeout=5.0):
+        self.closed = True
+
+
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     from starlette.testclient import TestClient
@@ -44,15 +66,19 @@ def client(tmp_path_factory):
         # in multiprocess mode, its values need this directory (else a TypeError on every request).
         patch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path_factory.mktemp("prometheus")))
         patch.syspath_prepend(str(REPO_ROOT))
+        from chicago_taxi.monitoring import prediction_log
         from chicago_taxi.serving import fare_service
 
         patch.setattr(fare_service, "load_champion", lambda settings: fare_service.LoadedModel(ZeroSecondsPredictor(), "fare", "5", "registry"))
         patch.setattr(fare_service, "OnlineStoreClient", lambda settings: StoreWithNothing())
+        publisher = RecordingPublisher()
+        patch.setattr(prediction_log, "PredictionLogPublisher", lambda: publisher)
         from bentos.service import SERVE, TaxiFareService
 
         with TestClient(TaxiFareService.to_asgi()) as client:
-            client.serve = SERVE
+            client.serve, client.publisher = SERVE, publisher
             yield client
+        assert publisher.closed, "the shutdown hook did not close the prediction log"
     sys.modules.pop("bentos.service", None)
 
 
@@ -63,6 +89,23 @@ def test_predict_answers_with_input_warnings(client):
     assert set(answer) == {"fare", "model_version", "features_defaulted", "input_warnings", "degraded", "trip_id"}
     assert [w["code"] for w in answer["input_warnings"]] == ["seconds_not_recorded"]
     assert client.post("/predict", json={"trip": TRIP}).json()["input_warnings"] == []
+
+
+def test_every_scored_trip_is_published_and_only_the_answer_is_returned(client):
+    client.publisher.records.clear()
+    answer = client.post("/predict", json={"trip": {**TRIP, "trip_id": "p1"}}).json()
+    assert "store_features" not in answer and "shadow" not in answer and "model_name" not in answer
+    batch = client.post("/predict_batch", json={"trips": [{**TRIP, "trip_id": "b1"}, {"trip_id": "b2", "trip_miles": -1}]}).json()
+    assert "errors" in batch[1] and "store_features" not in batch[0]
+    records = client.publisher.records
+    assert [(r["trip_id"], r["source"]) for r in records] == [
+        ("p1", {"kind": "http", "endpoint": "/predict"}),
+        ("b1", {"kind": "http", "endpoint": "/predict_batch"}),  # the trip that could not be read is not a prediction
+    ]
+    assert all(r["variant"] == "champion" and r["served"] and r["model_version"] == "5" and r["fare"] == 9.5 for r in records)
+    assert records[0]["inputs"]["trip_miles"] == TRIP["trip_miles"] and records[0]["produced_at_ms"] <= records[0]["scored_at_ms"]
+    health = client.get("/ops/health").json()
+    assert health["prediction_log"]["published"] == 2 and health["ab"]["mode"] in ("off", "shadow", "split")
 
 
 def test_predict_refuses_an_uninterpretable_trip_with_a_400_naming_the_field(client):

@@ -49,7 +49,8 @@ def test_a_clean_trip_has_no_warnings_and_a_repaired_one_names_each_repair(servi
     assert zero_seconds["input_warnings"] == [schema.REPAIRS_BY_CODE["seconds_not_recorded"].warning()]
     assert zero_seconds["input_warnings"][0]["fields"] == ["trip_seconds"] and zero_seconds["input_warnings"][0]["reason"]
     assert [w["code"] for w in glitch["input_warnings"]] == ["implausible_speed"]
-    assert set(clean) == {"fare", "model_version", "features_defaulted", "input_warnings", "degraded"}
+    assert set(clean) == {"fare", "model_name", "model_version", "variant", "features_defaulted", "input_warnings", "degraded", "store_features"}
+    assert clean["variant"] == "champion" and clean["store_features"] == dict.fromkeys(schema.STORE_FEATURES)
 
 
 def test_a_batch_answers_every_trip_in_input_order_with_error_entries_in_place(service):

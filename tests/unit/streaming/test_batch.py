@@ -302,11 +302,23 @@ def test_a_trip_whose_records_cannot_be_built_is_dead_lettered_before_anything_i
     answers = [{"fare": 9.5, "model_version": "1"}, {"model_version": "1"}, {"fare": 7.25, "model_version": "1"}]  # b has no fare
     outgoing, rejected = batch._outgoing(valid, answers, PushOutcome(as_of={}), [{}, {}, {}], "g", 0)
     assert [trip_id for trip_id, _, _ in outgoing] == ["a", "c"]
-    assert json.loads(outgoing[1][1])["fare"] == 7.25 and json.loads(outgoing[1][2])["trip_id"] == "c"
+    assert [json.loads(p)["fare"] for p in outgoing[1][1]] == [7.25] and json.loads(outgoing[1][2])["trip_id"] == "c"
     ((record, error),) = rejected
     assert record.offset == 1 and error.reason == "publish failed on this message: KeyError: 'fare'"
     with pytest.raises(KeyError):  # no trip's records can be built: the code is broken, not the trips
         batch._outgoing(valid, [{}, {}, {}], PushOutcome(as_of={}), [{}, {}, {}], "g", 0)
+
+
+def test_a_trip_scored_in_shadow_too_sends_its_served_then_its_shadow_prediction():
+    valid = _pairs(_full_trip("a"), _full_trip("b"))
+    shadow = [{"fare": 8.0, "model_name": "m", "model_version": "2", "variant": "shadow"}]
+    answers = [{"fare": 9.5, "model_name": "m", "model_version": "1", "variant": "champion", "shadow": shadow}, {"fare": 7.0, "model_version": "1"}]
+    outgoing, rejected = batch._outgoing(valid, answers, PushOutcome(as_of={}), [{}, {}], "g", 0)
+    assert not rejected and [(trip_id, len(predictions)) for trip_id, predictions, _ in outgoing] == [("a", 2), ("b", 1)]
+    served, shadowed = (json.loads(p) for p in outgoing[0][1])
+    assert (served["variant"], served["model_version"], served["served"]) == ("champion", "1", True)
+    assert (shadowed["variant"], shadowed["model_version"], shadowed["served"]) == ("shadow", "2", False)
+    assert served["source"] == shadowed["source"] and served["source"]["kind"] == "stream"
 
 
 def test_a_trip_with_an_unusable_fare_is_scored_but_feeds_no_statistic():

@@ -35,13 +35,28 @@ def test_features_record_holds_the_row_as_of_the_trip():
     assert np.isfinite(record["produced_at_ms"])
 
 
-def test_prediction_record_carries_the_answer_and_its_input_warnings():
+def test_prediction_records_carry_the_answer_its_input_warnings_and_the_message():
     warning = {"code": "seconds_not_recorded", "fields": ["trip_seconds"], "reason": "0 or missing"}
     answer = {"fare": 9.5, "model_version": "3", "features_defaulted": ["area_trips_7d"], "input_warnings": [warning], "degraded": False}
     trip = trip_dict("x9", B, None, seconds=0.0)
-    record = records.prediction_record(trip, kafka_io.Record(1, 42, "x9", b"{}", 1_700_000_000_000), answer, "taxi-scoring", 1_700_000_000_500)
+    (record,) = records.prediction_records_of(trip, kafka_io.Record(1, 42, "x9", b"{}", 1_700_000_000_000), answer, "taxi-scoring", 1_700_000_000_500)
     assert record["trip_id"] == "x9" and record["fare"] == 9.5 and record["model_version"] == "3"
+    assert (record["variant"], record["served"]) == ("champion", True)
     assert record["input_warnings"] == [warning] and record["features_defaulted"] == ["area_trips_7d"]
-    assert record["source"] == {"topic": "taxi-raw-data", "partition": 1, "offset": 42, "group": "taxi-scoring"}
+    assert record["source"] == {"kind": "stream", "topic": "taxi-raw-data", "partition": 1, "offset": 42, "group": "taxi-scoring"}
     assert record["scored_at_ms"] - record["produced_at_ms"] == 500
+    assert record["inputs"]["trip_seconds"] == 0.0 and record["inputs"]["company"] == "A"
     json.dumps(record)
+
+
+def test_a_shadow_prediction_is_a_second_record_of_the_same_message():
+    answer = {
+        "fare": 9.5,
+        "model_name": "m",
+        "model_version": "3",
+        "variant": "challenger",
+        "shadow": [{"fare": 9.0, "model_name": "m", "model_version": "2"}],
+    }
+    served, shadow = records.prediction_records_of(trip_dict("x9", B, None), kafka_io.Record(1, 42, "x9", b"{}", 1), answer, "g", 2)
+    assert (served["variant"], served["served"], shadow["variant"], shadow["served"]) == ("challenger", True, "shadow", False)
+    assert shadow["source"] == served["source"] and (shadow["fare"], shadow["model_version"]) == (9.0, "2")
