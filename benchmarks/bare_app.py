@@ -21,9 +21,9 @@ from pydantic import Field  # noqa: E402
 
 from chicago_taxi.core.config import ServeConfig  # noqa: E402
 from chicago_taxi.core.jsonable import now_ms  # noqa: E402
-from chicago_taxi.monitoring.prediction_log import PredictionLogPublisher  # noqa: E402
 from chicago_taxi.serving.contract import BatchAnswer, BatchTrip, PredictionResponse, TripRequest  # noqa: E402
 from chicago_taxi.serving.fare_service import FareService  # noqa: E402
+from chicago_taxi.serving.prediction_log import PredictionLogPublisher  # noqa: E402
 
 service = FareService(publisher=PredictionLogPublisher())
 

@@ -38,9 +38,10 @@ GOAL_SECONDS = 10.0
 
 def build_stores(tmp: Path, rows: int, seed: int = 0) -> tuple[datetime, datetime]:
     """A reference cache for model version "1" and a one-hour window of `rows` labelled predictions."""
+    from chicago_taxi.core import monitoring_schema as C
     from chicago_taxi.core import schema
-    from chicago_taxi.monitoring import columns as C
-    from chicago_taxi.monitoring import reference, store
+    from chicago_taxi.monitoring import store
+    from chicago_taxi.training import reference
     from chicago_taxi.training.evaluate import HoldoutMetrics, TariffBaseline
 
     trips = pd.read_csv(ROOT / "data" / "chicago_taxi_trips.csv").sort_values(schema.TIMESTAMP).reset_index(drop=True)
@@ -128,13 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         TAXI_MLFLOW_ARTIFACTS=str(tmp / "mlartifacts"),
         EVIDENTLY_DISABLE_TELEMETRY="1",
     )
+    from chicago_taxi.core import monitoring_schema as C
     from chicago_taxi.core.config import load_settings
-    from chicago_taxi.monitoring import columns as C
+    from chicago_taxi.core.monitoring_config import load_monitoring_config
     from chicago_taxi.monitoring import drift, quality, steps, store
     from chicago_taxi.monitoring.evidently_report import evidently_report
-    from chicago_taxi.monitoring.reference import load_reference
-    from chicago_taxi.monitoring.thresholds import load_monitoring_config
     from chicago_taxi.monitoring.trends import plot_trends
+    from chicago_taxi.training.reference import load_reference
 
     start, end = build_stores(tmp, args.rows)
     settings, config = load_settings(), load_monitoring_config()

@@ -68,8 +68,8 @@ class TaxiFareService:
 
     def __init__(self) -> None:
         from chicago_taxi.core.config import load_settings
-        from chicago_taxi.monitoring.prediction_log import PredictionLogPublisher
         from chicago_taxi.serving.fare_service import FareService, LoadedModel, load_champion, predictor_from_model_dir
+        from chicago_taxi.serving.prediction_log import PredictionLogPublisher
 
         settings = load_settings()
         try:

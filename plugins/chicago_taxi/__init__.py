@@ -8,6 +8,7 @@
     training       the training DAG's steps, evaluation against baseline and champion, MLflow registry
     serving        answering trips: the fare service and its request/response contract, Bento builds
     streaming      Kafka micro-batches: positions and commits, publishing, output records, CLI
+    monitoring     the prediction and label stores, quality, drift, reports, champion vs challenger, the Monitoring page
     orchestration  the only package that imports Airflow: task glue, the Kafka wake-up trigger, DB settings
 
 A package may import the packages above it in `STAGES`, never one below it; only
@@ -15,7 +16,7 @@ A package may import the packages above it in `STAGES`, never one below it; only
 service and its middleware live in bentos/). tests/unit/test_import_boundaries.py reads this map.
 """
 
-STAGES = ("core", "ingest", "quality", "features", "model", "training", "serving", "streaming", "orchestration")
+STAGES = ("core", "ingest", "quality", "features", "model", "training", "serving", "streaming", "monitoring", "orchestration")
 # Third-party top-level modules each package must never import (the scheduler and the web layer
 # stay at the edges: DAG files and bentos/).
 HTTP_FRAMEWORKS = frozenset({"bentoml", "fastapi", "starlette"})

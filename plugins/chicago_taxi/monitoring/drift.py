@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from chicago_taxi.monitoring import columns as C
-from chicago_taxi.monitoring.thresholds import DriftThresholds
+from chicago_taxi.core import monitoring_schema as C
+from chicago_taxi.core.monitoring_config import DriftThresholds
 
 MISSING = "(missing)"
 # Share given to a bin one side has no row in: ln(0) would make the index infinite.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from chicago_taxi.monitoring import columns as C
+from chicago_taxi.core import monitoring_schema as C
 from chicago_taxi.monitoring.drift import category_labels
 from chicago_taxi.monitoring.quality import usable_label
 

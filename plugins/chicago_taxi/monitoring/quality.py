@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import pandas as pd
 
-from chicago_taxi.monitoring import columns as C
+from chicago_taxi.core import monitoring_schema as C
 
 GROUP_KEYS = (C.MODEL_NAME, C.MODEL_VERSION, C.VARIANT)
 

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from chicago_taxi.core import monitoring_schema as C
 from chicago_taxi.core.config import Settings, load_settings
 from chicago_taxi.core.jsonable import iso
-from chicago_taxi.monitoring import columns as C
+from chicago_taxi.core.monitoring_config import MonitoringConfig, load_monitoring_config
 from chicago_taxi.monitoring import store
-from chicago_taxi.monitoring.thresholds import MonitoringConfig, load_monitoring_config
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def _served_version(frame: pd.DataFrame) -> tuple[str | None, str | None]:
 
 
 def _references(settings: Settings, frame: pd.DataFrame) -> dict[tuple[str, str], tuple[pd.DataFrame, dict] | None]:
-    from chicago_taxi.monitoring.reference import load_reference
+    from chicago_taxi.training.reference import load_reference
 
     found = {}
     for name, version in frame[[C.MODEL_NAME, C.MODEL_VERSION]].drop_duplicates().itertuples(index=False):
@@ -224,8 +224,8 @@ def render_reports(start, settings: Settings | None = None, config: MonitoringCo
     regression quality on the labelled trips) and the trend plots over every window (PNG), both
     recorded in the summary `monitor_window` wrote."""
     from chicago_taxi.monitoring.evidently_report import evidently_report
-    from chicago_taxi.monitoring.reference import load_reference
     from chicago_taxi.monitoring.trends import plot_trends
+    from chicago_taxi.training.reference import load_reference
 
     settings = settings or load_settings()
     config = config or load_monitoring_config(settings.monitoring_config)

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from chicago_taxi.core import monitoring_schema as C
 from chicago_taxi.core import schema
 from chicago_taxi.core.config import Settings, load_settings
 from chicago_taxi.ingest.topics import PREDICTIONS, RAW_TRIPS, bootstrap_servers
-from chicago_taxi.monitoring import columns as C
 
 log = logging.getLogger(__name__)
 

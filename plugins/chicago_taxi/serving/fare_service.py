@@ -19,10 +19,10 @@ Behaviour a caller can rely on:
 - The champion is re-resolved every `champion_poll_seconds` (and on `reload()`); a new version
   is loaded beside the old one and swapped in atomically, so requests never wait for a load.
   The challenger (the alias `@challenger` of the same model) is re-resolved with it when A/B is on.
-- A/B (`config/monitoring.yaml` ab.mode, TAXI_AB_MODE; `monitoring.thresholds`): "off", the
+- A/B (`config/monitoring.yaml` ab.mode, TAXI_AB_MODE; `core.monitoring_config`): "off", the
   champion answers every trip (the challenger is not even loaded); "shadow", the champion
   answers and the challenger is scored on the same trips; "split", the challenger answers
-  `challenger_share` of trips chosen by trip id (`monitoring.ab.challenger_serves`: the same trip
+  `challenger_share` of trips chosen by trip id (`serving.routing.challenger_serves`: the same trip
   always goes to the same model, in the stream and in the HTTP service) and the other model is
   scored in shadow. So with A/B on both models are scored on every trip, with one Feast lookup;
   the answer names the model that answered (`model_name`, `model_version`, `variant`) and lists
@@ -50,10 +50,10 @@ import pandas as pd
 from chicago_taxi.core import schema
 from chicago_taxi.core.config import Settings, load_settings
 from chicago_taxi.core.jsonable import now_ms
-from chicago_taxi.monitoring.ab import challenger_serves
-from chicago_taxi.monitoring.prediction_log import CHALLENGER, CHAMPION, SHADOW, PredictionLogPublisher, prediction_records
-from chicago_taxi.monitoring.thresholds import ABSettings, load_monitoring_config
+from chicago_taxi.core.monitoring_config import ABSettings, load_monitoring_config
 from chicago_taxi.serving.contract import check_trip
+from chicago_taxi.serving.prediction_log import CHALLENGER, CHAMPION, SHADOW, PredictionLogPublisher, prediction_records
+from chicago_taxi.serving.routing import challenger_serves
 
 log = logging.getLogger(__name__)
 CHAMPION_ALIAS = "champion"

@@ -15,7 +15,7 @@ from chicago_taxi.features.aggregates import EVENT_TIMESTAMP, entity_keys
 from chicago_taxi.features.push import PushOutcome
 from chicago_taxi.ingest.messages import TRIP_ID
 from chicago_taxi.ingest.topics import RAW_TRIPS, RAW_TRIPS_DLQ
-from chicago_taxi.monitoring.prediction_log import prediction_records
+from chicago_taxi.serving.prediction_log import prediction_records
 from chicago_taxi.streaming.kafka_io import Record
 
 ALERT_KIND = "stream_bad_message_share"

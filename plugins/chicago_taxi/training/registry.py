@@ -13,8 +13,8 @@ import pandas as pd
 
 from chicago_taxi.core import schema
 from chicago_taxi.model.predictor import MODEL_ARTIFACT, TRANSFORM_ARTIFACT
-from chicago_taxi.monitoring.reference import ARTIFACT as REFERENCE_ARTIFACT
 from chicago_taxi.training.evaluate import HoldoutMetrics
+from chicago_taxi.training.reference import ARTIFACT as REFERENCE_ARTIFACT
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "chicago_taxi_fare"

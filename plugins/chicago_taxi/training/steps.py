@@ -80,10 +80,10 @@ def evaluate(run_id: str, settings: Settings | None = None) -> dict:
     them (trips the transform graph did not repair)."""
     from chicago_taxi.model.network import model_filename
     from chicago_taxi.model.predictor import FarePredictor
-    from chicago_taxi.monitoring.reference import ARTIFACT as REFERENCE_ARTIFACT
-    from chicago_taxi.monitoring.reference import build_reference
     from chicago_taxi.training import registry
     from chicago_taxi.training.evaluate import HoldoutMetrics, TariffBaseline, decide_promotion, plot_evaluation
+    from chicago_taxi.training.reference import ARTIFACT as REFERENCE_ARTIFACT
+    from chicago_taxi.training.reference import build_reference
 
     settings = settings or load_settings()
     paths = run_paths(settings, run_id)
@@ -134,8 +134,8 @@ def evaluate(run_id: str, settings: Settings | None = None) -> dict:
 
 # ---------------------------------------------------------------- 7. register
 def register(run_id: str, settings: Settings | None = None) -> dict:
-    from chicago_taxi.monitoring.reference import ARTIFACT as REFERENCE_ARTIFACT
     from chicago_taxi.training import registry
+    from chicago_taxi.training.reference import ARTIFACT as REFERENCE_ARTIFACT
 
     settings = settings or load_settings()
     paths = run_paths(settings, run_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from chicago_taxi.monitoring import columns as C
+from chicago_taxi.core import monitoring_schema as C
 from fixtures.monitoring import monitoring_rig
 from fixtures.streams import environ
 from fixtures.training import MODEL, mlflow_client
@@ -26,8 +26,8 @@ def _register_worse_copy(env: dict, version: str, tmp) -> str:
 
     from chicago_taxi.core.config import load_settings
     from chicago_taxi.model.predictor import MODEL_ARTIFACT, TRANSFORM_ARTIFACT
-    from chicago_taxi.monitoring.reference import ARTIFACT
     from chicago_taxi.training import registry
+    from chicago_taxi.training.reference import ARTIFACT
 
     with environ(env):
         settings = load_settings()

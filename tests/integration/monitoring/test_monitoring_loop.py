@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from chicago_taxi.core import monitoring_schema as C
 from chicago_taxi.ingest import topics
 from chicago_taxi.ingest.replay import Drift
-from chicago_taxi.monitoring import columns as C
 from fixtures.airflow import AirflowStack
 from fixtures.browser import check_monitoring_page
 from fixtures.monitoring import Loop, monitoring_rig

@@ -21,11 +21,11 @@ import pytest
 
 from chicago_taxi.core import schema
 from chicago_taxi.core.config import load_settings
+from chicago_taxi.core.monitoring_config import ABSettings
 from chicago_taxi.ingest import topics
 from chicago_taxi.ingest.messages import calendar_fields, chicago_weekday
-from chicago_taxi.monitoring.ab import challenger_serves
-from chicago_taxi.monitoring.thresholds import ABSettings
 from chicago_taxi.serving.fare_service import FareService, LoadedModel
+from chicago_taxi.serving.routing import challenger_serves
 from chicago_taxi.streaming import batch, kafka_io, publisher, records
 from fixtures.kafka import restart_broker
 from fixtures.streams import OUTPUTS, Outputs, _redis, end_offsets, environ, messages_for, new_group, produce, produce_all

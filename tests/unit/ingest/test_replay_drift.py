@@ -29,7 +29,12 @@ def test_drift_starts_at_a_message_index_or_a_send_time():
 
 @pytest.mark.parametrize(
     "shift, problem",
-    [("fare=*2", "not a numeric input column"), ("company=*2", "not a numeric input column"), ("trip_miles=2", "expected"), ("trip_miles=*x", "not a number")],
+    [
+        ("fare=*2", "not a numeric input column"),
+        ("company=*2", "not a numeric input column"),
+        ("trip_miles=2", "expected"),
+        ("trip_miles=*x", "not a number"),
+    ],
 )
 def test_a_bad_shift_is_refused_with_the_reason(shift, problem):
     with pytest.raises(ValueError, match=problem):

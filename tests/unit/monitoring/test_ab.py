@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chicago_taxi.monitoring import columns as C
+from chicago_taxi.core import monitoring_schema as C
+from chicago_taxi.core.monitoring_config import ABSettings
 from chicago_taxi.monitoring.ab import PairedComparison, decide_promotion, paired_bootstrap, paired_frame
-from chicago_taxi.monitoring.thresholds import ABSettings
 
 AB = ABSettings(min_labelled_pairs=200, confidence=0.95, bootstrap_resamples=500, seed=0)
 

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chicago_taxi.monitoring import columns as C
+from chicago_taxi.core import monitoring_schema as C
+from chicago_taxi.core.monitoring_config import DriftThresholds
 from chicago_taxi.monitoring.drift import category_labels, drift_table, prediction_drift, psi
-from chicago_taxi.monitoring.thresholds import DriftThresholds
 
 THRESHOLDS = DriftThresholds()
 

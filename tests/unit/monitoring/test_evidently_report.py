@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chicago_taxi.monitoring import columns as C
+from chicago_taxi.core import monitoring_schema as C
 from chicago_taxi.monitoring.evidently_report import evidently_report
 from chicago_taxi.monitoring.quality import quality_figures
 

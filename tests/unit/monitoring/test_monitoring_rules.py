@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chicago_taxi.core.config import load_settings
+from chicago_taxi.core.monitoring_config import MonitoringConfig, load_monitoring_config
 from chicago_taxi.monitoring import steps
-from chicago_taxi.monitoring.thresholds import MonitoringConfig, load_monitoring_config
 
 HOLDOUT = {"rmse": 2.3, "mae": 1.2, "clean": {"rmse": 2.1, "mae": 1.1}}
 

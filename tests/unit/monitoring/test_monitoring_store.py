@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
+from chicago_taxi.core import monitoring_schema as C
 from chicago_taxi.core.config import load_settings
-from chicago_taxi.monitoring import columns as C
 from chicago_taxi.monitoring import store
 
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)

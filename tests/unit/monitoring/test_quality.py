@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chicago_taxi.monitoring import columns as C
+from chicago_taxi.core import monitoring_schema as C
 from chicago_taxi.monitoring.quality import QualityFigures, quality_by_model, quality_figures
 
 

@@ -11,10 +11,10 @@ import pytest
 
 from chicago_taxi.core import schema
 from chicago_taxi.core.config import load_settings
-from chicago_taxi.monitoring.ab import challenger_serves
-from chicago_taxi.monitoring.thresholds import ABSettings
+from chicago_taxi.core.monitoring_config import ABSettings
 from chicago_taxi.serving import fare_service
 from chicago_taxi.serving.fare_service import FareService, LoadedModel
+from chicago_taxi.serving.routing import challenger_serves
 
 STAMP = 1420074000
 

@@ -66,8 +66,7 @@ def client(tmp_path_factory):
         # in multiprocess mode, its values need this directory (else a TypeError on every request).
         patch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path_factory.mktemp("prometheus")))
         patch.syspath_prepend(str(REPO_ROOT))
-        from chicago_taxi.monitoring import prediction_log
-        from chicago_taxi.serving import fare_service
+        from chicago_taxi.serving import fare_service, prediction_log
 
         patch.setattr(fare_service, "load_champion", lambda settings: fare_service.LoadedModel(ZeroSecondsPredictor(), "fare", "5", "registry"))
         patch.setattr(fare_service, "OnlineStoreClient", lambda settings: StoreWithNothing())

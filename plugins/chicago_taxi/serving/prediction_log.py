@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 from chicago_taxi.core import schema
 from chicago_taxi.core.config import env_bool, kafka_bootstrap
 from chicago_taxi.core.jsonable import iso, iso_ms, json_default, now_ms
+from chicago_taxi.core.monitoring_schema import VARIANTS
 from chicago_taxi.ingest.topics import PREDICTIONS
-from chicago_taxi.monitoring.columns import VARIANTS
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chicago_taxi.core import monitoring_schema as C
 from chicago_taxi.core import schema
 from chicago_taxi.core.config import Settings
-from chicago_taxi.monitoring import columns as C
 
 log = logging.getLogger(__name__)
 

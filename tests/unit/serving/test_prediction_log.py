@@ -11,8 +11,8 @@ import time
 import pytest
 
 from chicago_taxi.core import schema
-from chicago_taxi.monitoring import prediction_log
-from chicago_taxi.monitoring.prediction_log import CLOSED_REASON, PredictionLogPublisher, prediction_records
+from chicago_taxi.serving import prediction_log
+from chicago_taxi.serving.prediction_log import CLOSED_REASON, PredictionLogPublisher, prediction_records
 from fixtures.trips import VALID_MESSAGE
 
 NOWHERE = "127.0.0.1:1"  # nothing listens on port 1
