@@ -216,3 +216,22 @@ class ServeConfig:
             max_body_bytes=int(env_float("TAXI_SERVE_MAX_BODY_BYTES", 1024 * 1024)),
             max_batch_trips=int(env_float("TAXI_SERVE_MAX_BATCH_TRIPS", 1000)),
         )
+
+
+# ---------------------------------------------------------------- monitoring
+DEFAULT_MONITORING_GROUP = "taxi-monitoring"
+
+
+def monitoring_group() -> str:
+    """TAXI_MONITORING_GROUP: the consumer group landing `taxi-predictions` (its labels group on
+    `taxi-raw-data` is `<group>-labels`)."""
+    return os.environ.get("TAXI_MONITORING_GROUP", "").strip() or DEFAULT_MONITORING_GROUP
+
+
+def linked_ui_urls() -> dict[str, str]:
+    """The UIs the Monitoring page links to: MLFLOW_UI_URL (default http://127.0.0.1:5000) and
+    TAXI_SERVICE_URL, the prediction service (default http://127.0.0.1:3000)."""
+    return {
+        "mlflow": (os.environ.get("MLFLOW_UI_URL") or "http://127.0.0.1:5000").rstrip("/"),
+        "service": (os.environ.get("TAXI_SERVICE_URL") or "http://127.0.0.1:3000").rstrip("/"),
+    }

@@ -46,3 +46,9 @@ DRIFT_ALERTING = ("trip_miles", "trip_seconds", "payment_type", "company", "pick
 # Labels usable for quality figures: the fares training keeps (a $0 or $700 meter reading is
 # not a price the model should be judged against).
 LABEL_RANGE = (schema.MIN_FARE, schema.MAX_FARE)
+
+# The monitoring reports directory (Settings.monitoring_reports_dir): one folder per window
+# with its summary and Evidently report, and the trend plots over all windows.
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"
+TRENDS_DIR = "trends"

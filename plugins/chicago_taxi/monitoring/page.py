@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from datetime import datetime
 from html import escape
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
-SUMMARY_FILE = "summary.json"
-TRENDS_DIR = "trends"
+from chicago_taxi.core.config import linked_ui_urls
+from chicago_taxi.core.monitoring_schema import SUMMARY_FILE, TRENDS_DIR
+
 # Only these are served from the reports directory, with these content types.
 SERVED_TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png", ".json": "application/json"}
-DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
-DEFAULT_SERVICE_URL = "http://127.0.0.1:3000"
 SHOWN_WINDOWS = 48  # two days of hourly windows in full; `?limit=0` shows every window
 ALERT_WINDOWS = 24  # "recent alerts": the breaches of the newest day of windows
 
@@ -101,9 +99,10 @@ def served_type(path: Path) -> str:
 
 def ui_links() -> dict[str, str]:
     """The other UIs the page links to, from MLFLOW_UI_URL and TAXI_SERVICE_URL (read per call)."""
-    service = (os.environ.get("TAXI_SERVICE_URL") or DEFAULT_SERVICE_URL).rstrip("/")
+    urls = linked_ui_urls()
+    service = urls["service"]
     return {
-        "mlflow": (os.environ.get("MLFLOW_UI_URL") or DEFAULT_MLFLOW_UI_URL).rstrip("/") + "/",
+        "mlflow": urls["mlflow"] + "/",
         "service_docs": service + "/",  # BentoML serves Swagger UI at /
         "service_openapi": service + "/docs.json",
     }

@@ -36,9 +36,7 @@ from chicago_taxi.monitoring import store
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "chicago_taxi_monitoring"
-SUMMARY = "summary.json"
-REPORT = "report.html"
-TRENDS = "trends"
+SUMMARY, REPORT, TRENDS = C.SUMMARY_FILE, C.REPORT_FILE, C.TRENDS_DIR
 RETRAINING_STATE = "retraining.json"
 METRICS_KIND = "model_quality_window"
 ALERT_KIND = "model_monitoring_breach"

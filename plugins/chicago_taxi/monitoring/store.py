@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -33,12 +32,11 @@ import pandas as pd
 
 from chicago_taxi.core import monitoring_schema as C
 from chicago_taxi.core import schema
-from chicago_taxi.core.config import Settings, load_settings
+from chicago_taxi.core.config import Settings, load_settings, monitoring_group
 from chicago_taxi.ingest.topics import PREDICTIONS, RAW_TRIPS, bootstrap_servers
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GROUP = "taxi-monitoring"
 PREDICTIONS_DIR = "predictions"
 LABELS_DIR = "labels"
 # A window joins the labels that landed from LABEL_LOOKBACK before its start (the replay sends a
@@ -48,10 +46,6 @@ LABEL_LOOKBACK = timedelta(hours=24)
 LABEL_HORIZON = timedelta(hours=24)
 LABEL_AT = "label_at"
 BATCH = 5000
-
-
-def monitoring_group() -> str:
-    return os.environ.get("TAXI_MONITORING_GROUP", "").strip() or DEFAULT_GROUP
 
 
 def hour_of(moment: datetime) -> str:
