@@ -22,6 +22,7 @@ from chicago_taxi.ingest import topics
 from chicago_taxi.ingest.replay import Drift
 from fixtures.airflow import AirflowStack
 from fixtures.browser import check_monitoring_page
+from fixtures.env import REPO_ROOT
 from fixtures.monitoring import Loop, monitoring_rig
 from fixtures.streams import end_offsets, read_since
 
@@ -158,3 +159,32 @@ def test_the_monitoring_page_shows_the_latest_window_and_its_drift_report(loop, 
     (served,) = [q for q in summary["quality"] if q["variant"] != "shadow"]
     screenshot = os.environ.get("TAXI_SCREENSHOT_PATH")
     check_monitoring_page(airflow_stack, monitoring_reports_dir, format_metric(served["rmse"]), Path(screenshot) if screenshot else None)
+
+
+def test_the_readme_drift_walkthrough(stream_env, tmp_path_factory):
+    """The README's commands as printed: a clean replay and `make monitor` (no alert), then the
+    drifted replay and `make monitor`, which names trip_miles. On a rig of its own (the README
+    replays the vendored sample's rows, whose ids the other rigs used for other trips)."""
+    import re
+    import subprocess
+
+    rig = monitoring_rig(stream_env, tmp_path_factory.mktemp("readme-drift"))
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text[text.index("### Watching the loop fire") :]
+    commands = re.findall(r"^(make (?:replay|monitor) .+)$", section, flags=re.M)
+    assert [c.split()[1] for c in commands[:4]] == ["replay", "monitor", "replay", "monitor"], commands
+
+    def run(command: str) -> str:
+        proc = subprocess.run(command, shell=True, env=rig.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{command}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        return proc.stdout + proc.stderr
+
+    run(commands[0])
+    assert rig.score()["valid"] > 300
+    clean = run(commands[1])
+    assert "ALERT" not in clean and "drift: none" in clean, clean
+    run(commands[2])
+    assert rig.score()["valid"] > 300
+    drifted = run(commands[3])
+    assert "ALERT feature_drift_psi on trip_miles" in drifted, drifted
+    assert re.search(r"drift report: .*report\.html", drifted), drifted
