@@ -199,9 +199,12 @@ def replay(
     out: IO[str] | None = sys.stderr,
     drift: Drift | None = None,
     skip: int = 0,
+    shuffle: int | None = None,
 ) -> list[Sent]:
     """Send the first `limit` CSV rows (after the first `skip`) to `topic` at `rate` messages/s
-    (0: as fast as possible), with `drift` applied from its start on.
+    (0: as fast as possible), with `drift` applied from its start on. With `shuffle` (a seed)
+    the rows are taken in a seeded random order (the sample's file order is not random: its first
+    rows come from few community areas); trip ids stay `trip-<CSV row>`.
 
     Returns what was sent, in order. Raises DeliveryFailed (with `.sent` and `.failed`) when
     the broker did not acknowledge every message within `delivery_timeout` seconds.
@@ -209,7 +212,15 @@ def replay(
     from confluent_kafka import Producer
 
     bootstrap = bootstrap or bootstrap_servers()
-    rows = load_rows(csv, None if limit is None else skip + limit)[skip:]
+    if shuffle is None:
+        indices = None
+        rows = load_rows(csv, None if limit is None else skip + limit)[skip:]
+    else:
+        rows = load_rows(csv, None)
+        indices = list(range(len(rows)))
+        random.Random(shuffle).shuffle(indices)
+        indices = indices[skip:] if limit is None else indices[skip : skip + limit]
+        rows = [rows[i] for i in indices]
     defects = plan_defects(len(rows), bad_share, seed)
     producer = Producer(
         {
@@ -241,7 +252,7 @@ def replay(
             # poll() returns early when it serves a delivery callback: wait out the rest.
             while (delay := started + index / rate - time.monotonic()) > 0:
                 producer.poll(delay)
-        trip_id = trip_id_for(skip + index)
+        trip_id = trip_id_for(skip + index if indices is None else indices[index])
         message = chicago_message(row, trip_id)
         drifted = drift is not None and drift.applies(index, datetime.now(UTC))
         if drifted:
@@ -300,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress-every", type=int, default=100, help="print a progress line every N messages")
     parser.add_argument("--delivery-timeout", type=float, default=30.0, help="seconds the broker has to acknowledge a message")
     parser.add_argument("--skip", type=int, default=0, help="start at this CSV row (trip ids stay those of the rows)")
+    parser.add_argument(
+        "--shuffle", type=int, default=None, metavar="SEED", help="take the rows in a seeded random order (--skip/--limit apply to it)"
+    )
     parser.add_argument("--drift-from", default=None, help="inject drift from this message index (integer) or send time (ISO 8601) on")
     parser.add_argument("--drift-fare-scale", type=float, default=1.0, help="multiply the fare (the label) of drifted messages")
     parser.add_argument("--drift-shift", action="append", default=[], help="COLUMN=*FACTOR or COLUMN=+AMOUNT on drifted messages (repeatable)")
@@ -326,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             args.delivery_timeout,
             drift=drift,
             skip=args.skip,
+            shuffle=args.shuffle,
         )
     except DeliveryFailed as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,6 +18,9 @@ from chicago_taxi.core.monitoring_config import DriftThresholds
 MISSING = "(missing)"
 # Share given to a bin one side has no row in: ln(0) would make the index infinite.
 EPSILON = 1e-4
+# Categories rarer than this in the reference are judged together, as OTHER.
+RARE_SHARE = 0.01
+OTHER = "(other)"
 # Fewer non-null values than this on either side: no KS test.
 KS_MIN_VALUES = 2
 KS_ASYMPTOTIC_FROM = 1000
@@ -80,10 +83,24 @@ def _numeric_counts(reference: np.ndarray, current: np.ndarray, bins: int) -> tu
 
 
 def _categorical_counts(reference: pd.Series, current: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Counts per category; the categories under RARE_SHARE of the reference, and those it never
+    saw, share one bin OTHER. With 77 community areas and a hundred companies, most of them
+    rare, a bin each would let sampling noise alone push a 500-trip window past any threshold
+    (empty bins weigh in at ln(share / EPSILON)); a category that grows from rare to common
+    still shows, as OTHER's share."""
     r = category_labels(reference).value_counts()
     c = category_labels(current).value_counts()
+    kept = r.index[r / max(1, r.sum()) >= RARE_SHARE]
+    r = _fold_rare(r, kept)
+    c = _fold_rare(c, kept)
     categories = r.index.union(c.index)
     return r.reindex(categories, fill_value=0).to_numpy(), c.reindex(categories, fill_value=0).to_numpy()
+
+
+def _fold_rare(counts: pd.Series, kept: pd.Index) -> pd.Series:
+    common = counts[counts.index.isin(kept)]
+    other = counts[~counts.index.isin(kept)].sum()
+    return pd.concat([common, pd.Series({OTHER: other})]) if other else common
 
 
 def psi(reference: pd.Series, current: pd.Series, kind: str, bins: int = 10) -> float:

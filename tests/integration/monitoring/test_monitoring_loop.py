@@ -19,6 +19,7 @@ import pytest
 
 from chicago_taxi.core import monitoring_schema as C
 from chicago_taxi.ingest import topics
+from chicago_taxi.ingest.messages import trip_id_for
 from chicago_taxi.ingest.replay import Drift
 from fixtures.airflow import AirflowStack
 from fixtures.browser import check_monitoring_page
@@ -62,7 +63,7 @@ def test_clean_replay_over_several_windows_raises_no_alert(loop, clean_summaries
 
 def test_quality_figures_equal_an_independent_pandas_computation(loop, clean_summaries):
     """The window's figures against a join done here: the predictions read back from
-    taxi-predictions, the fares from the replayed CSV rows (trip-<row>)."""
+    taxi-predictions, the fares from the replayed CSV rows (trip-<row>, `trip_id_for`)."""
     start, end, offsets = loop.windows[0]
     records = [
         r for r in read_since(loop.bootstrap, topics.PREDICTIONS, offsets) if r.get("source", {}).get("group") == loop.env["TAXI_STREAM_GROUP"]
@@ -70,7 +71,7 @@ def test_quality_figures_equal_an_independent_pandas_computation(loop, clean_sum
     predicted = pd.DataFrame({"trip_id": [r["trip_id"] for r in records], "predicted": [r["fare"] for r in records]}).drop_duplicates(
         "trip_id", keep="last"
     )
-    fares = pd.DataFrame({"trip_id": [f"trip-{i}" for i in range(len(loop.rows))], "fare": loop.rows["fare"]})
+    fares = pd.DataFrame({"trip_id": [trip_id_for(i) for i in range(len(loop.rows))], "fare": loop.rows["fare"]})
     joined = predicted.merge(fares, on="trip_id")
     joined = joined[joined["fare"].between(*C.LABEL_RANGE)]
     errors = joined["predicted"] - joined["fare"]

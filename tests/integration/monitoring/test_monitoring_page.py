@@ -8,7 +8,9 @@ latest window's RMSE from a summary this test wrote, and its drift report link o
 Evidently report. Files outside the reports directory are never served.
 
 `check_monitoring_page` is the browser part, reusable with the monitoring DAG's real output.
-Set TAXI_SCREENSHOT_PATH to keep a full-page screenshot of the page (and `<name>-in-airflow.png`,
+(The README's screenshot comes from test_monitoring_loop.py, on real monitoring output: set
+TAXI_SCREENSHOT_PATH there. This module's windows are synthetic; its screenshot, if any, goes to
+TAXI_SYNTHETIC_SCREENSHOT_PATH, with `<name>-in-airflow.png`,
 the page framed in the Airflow UI).
 """
 
@@ -214,5 +216,5 @@ def test_the_page_serves_only_files_inside_the_reports_dir(airflow_stack, monito
 
 
 def test_after_logging_in_the_page_shows_the_latest_window_and_opens_its_drift_report(airflow_stack, monitoring_reports_dir, synthetic_windows):
-    screenshot = Path(os.environ["TAXI_SCREENSHOT_PATH"]) if os.environ.get("TAXI_SCREENSHOT_PATH") else None
+    screenshot = Path(os.environ["TAXI_SYNTHETIC_SCREENSHOT_PATH"]) if os.environ.get("TAXI_SYNTHETIC_SCREENSHOT_PATH") else None
     TIMINGS.update(check_monitoring_page(airflow_stack, monitoring_reports_dir, synthetic_windows["rmse"], screenshot))

@@ -146,3 +146,16 @@ def test_prediction_drift(halves):
     assert higher["drifted"] and higher["psi"] > THRESHOLDS.prediction_psi_max
     assert higher["current_mean"] == pytest.approx(1.5 * same["current_mean"])
     assert set(higher) == {"psi", "ks_statistic", "ks_pvalue", "reference_mean", "current_mean", "drifted"}
+
+
+def test_rare_categories_are_judged_together_so_sampling_noise_is_not_drift():
+    """Many categories each under 1% of the reference (community areas, companies): a window of
+    300 that happens to meet a few of them, or one the reference never saw, is not drifted;
+    the same rare categories taking a third of the window is."""
+    common = [str(i) for i in range(5)]
+    rare = [f"r{i}" for i in range(60)]
+    reference = pd.Series(common * 1800 + rare * 15)  # each rare one 0.15% of 9,900 rows
+    window = pd.Series(common * 54 + rare[:28] + ["never-seen-before"] * 2)
+    assert psi(reference, window, "categorical") < 0.05
+    shifted = pd.Series(common * 40 + rare[:50] * 2)
+    assert psi(reference, shifted, "categorical") > 0.25
