@@ -66,7 +66,10 @@ def test_quality_figures_equal_an_independent_pandas_computation(loop, clean_sum
     taxi-predictions, the fares from the replayed CSV rows (trip-<row>, `trip_id_for`)."""
     start, end, offsets = loop.windows[0]
     records = [
-        r for r in read_since(loop.bootstrap, topics.PREDICTIONS, offsets) if r.get("source", {}).get("group") == loop.env["TAXI_STREAM_GROUP"]
+        r
+        for r in read_since(loop.bootstrap, topics.PREDICTIONS, offsets)
+        if r.get("source", {}).get("group") == loop.env["TAXI_STREAM_GROUP"]
+        and start.timestamp() * 1000 <= r["scored_at_ms"] < end.timestamp() * 1000
     ]
     predicted = pd.DataFrame({"trip_id": [r["trip_id"] for r in records], "predicted": [r["fare"] for r in records]}).drop_duplicates(
         "trip_id", keep="last"
