@@ -235,3 +235,12 @@ def linked_ui_urls() -> dict[str, str]:
         "mlflow": (os.environ.get("MLFLOW_UI_URL") or "http://127.0.0.1:5000").rstrip("/"),
         "service": (os.environ.get("TAXI_SERVICE_URL") or "http://127.0.0.1:3000").rstrip("/"),
     }
+
+
+def training_cron() -> str | None:
+    """TAXI_TRAINING_CRON: the training DAG's cron besides its assets (default "@daily");
+    "none" schedules it on its assets only (a new offline store, a degraded model)."""
+    raw = os.environ.get("TAXI_TRAINING_CRON", "").strip()
+    if raw.lower() in ("none", "off"):
+        return None
+    return raw or "@daily"

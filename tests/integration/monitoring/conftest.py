@@ -49,7 +49,15 @@ def airflow_stack(stack, monitoring_env, tmp_path_factory):
     dags.mkdir()
     for name in STACK_DAGS:
         shutil.copy(REPO_ROOT / "dags" / name, dags / name)
-    env = {**session_env, **monitoring_env, "AIRFLOW_HOME": str(tmp / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(dags)}
+    env = {
+        **session_env,
+        **monitoring_env,
+        "AIRFLOW_HOME": str(tmp / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        # Unpaused with its daily cron, taxi_training would start today's run at once (a whole
+        # training beside the tests, and with max_active_runs=1 the retrain would wait for it).
+        "TAXI_TRAINING_CRON": "none",
+    }
     airflow = AirflowStack(env)
     airflow.monitoring_reports_dir = Path(monitoring_env["TAXI_MONITORING_REPORTS_DIR"])
     try:
