@@ -3,6 +3,7 @@ Airflow: no asset event, no promotion unless asked).
 
     python -m chicago_taxi.monitoring --last 30          # land the logs, monitor the last 30 minutes
     python -m chicago_taxi.monitoring --start 2026-12-01T10:00:00Z --end 2026-12-01T11:00:00Z
+    python -m chicago_taxi.monitoring --since-last          # from the end of the latest monitored window to now
     python -m chicago_taxi.monitoring --last 60 --compare   # also champion vs challenger (may promote)
 """
 
@@ -21,6 +22,7 @@ def _figure(value, digits: int = 3) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chicago_taxi.monitoring", description=__doc__.splitlines()[0])
     parser.add_argument("--last", type=float, default=None, help="monitor the last N minutes up to now")
+    parser.add_argument("--since-last", action="store_true", help="monitor from the end of the latest monitored window up to now")
     parser.add_argument("--start", default=None, help="window start, ISO 8601")
     parser.add_argument("--end", default=None, help="window end, ISO 8601")
     parser.add_argument("--no-land", action="store_true", help="do not land Kafka first (use what the stores hold)")
@@ -31,12 +33,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.last is not None:
         end = datetime.now(UTC)
         start = end - timedelta(minutes=args.last)
+    elif args.since_last:
+        from chicago_taxi.core.config import load_settings
+        from chicago_taxi.monitoring.steps import as_utc, load_summaries
+
+        summaries = load_summaries(load_settings().monitoring_reports_dir)
+        if not summaries:
+            parser.error("--since-last: no window has been monitored yet; start with --last MINUTES")
+        start, end = max(as_utc(s["window"]["end"]) for s in summaries), datetime.now(UTC)
     elif args.start and args.end:
         from chicago_taxi.monitoring.steps import as_utc
 
         start, end = as_utc(args.start), as_utc(args.end)
     else:
-        parser.error("give --last MINUTES, or --start and --end")
+        parser.error("give --last MINUTES, --since-last, or --start and --end")
 
     from chicago_taxi.core.config import load_settings
     from chicago_taxi.monitoring.steps import SUMMARY, compare_variants, land_logs, monitor_window, record_ab, render_reports
