@@ -31,9 +31,11 @@ import pandas as pd
 import pytest
 
 from chicago_taxi.monitoring.page import format_metric
+from chicago_taxi.monitoring.steps import window_id as id_of_window
 from fixtures.browser import PAGE, check_monitoring_page, chromium_path
 
 TIMINGS: dict[str, float] = {}
+WINDOW_ID = "%Y%m%dT%H%M%S"  # chicago_taxi.monitoring.steps.window_id's format
 
 
 # ---------------------------------------------------------------- synthetic monitoring output
@@ -43,12 +45,12 @@ def window_ids(reports_dir: Path, n: int) -> list[str]:
     newest = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     existing = sorted(p.parent.name for p in reports_dir.glob("*/summary.json"))
     if existing:
-        newest = max(newest, datetime.strptime(existing[-1], "%Y%m%dT%H%M").replace(tzinfo=UTC) + timedelta(hours=n))
-    return [(newest - timedelta(hours=i)).strftime("%Y%m%dT%H%M") for i in range(n)]
+        newest = max(newest, datetime.strptime(existing[-1], WINDOW_ID).replace(tzinfo=UTC) + timedelta(hours=n))
+    return [id_of_window(newest - timedelta(hours=i)) for i in range(n)]
 
 
 def summary(window_id: str, rmse: float, breaches: list[dict]) -> dict:
-    start = datetime.strptime(window_id, "%Y%m%dT%H%M").replace(tzinfo=UTC)
+    start = datetime.strptime(window_id, WINDOW_ID).replace(tzinfo=UTC)
     return {
         "window": {"id": window_id, "start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()},
         "computed_at": (start + timedelta(hours=1, minutes=5)).isoformat(),
