@@ -3,6 +3,7 @@ as plain numbers, NaN as null, times as ISO 8601 UTC with milliseconds."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 
@@ -32,3 +33,8 @@ def iso_ms(ms: int | None) -> str | None:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def encoded(record: dict) -> bytes:
+    """A record as the JSON bytes published to Kafka (numpy numbers, timestamps, NaN as null)."""
+    return json.dumps(record, default=json_default).encode()

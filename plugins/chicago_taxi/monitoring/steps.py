@@ -325,6 +325,7 @@ def log_to_mlflow(settings: Settings, summary: dict, metrics: dict[tuple[str, st
     a step (minutes since the epoch of its start, so a rerun writes the same step)."""
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.entities import Metric
 
     if not metrics:
         return {}
@@ -348,8 +349,6 @@ def log_to_mlflow(settings: Settings, summary: dict, metrics: dict[tuple[str, st
                 experiment_id, run_name=f"monitoring {name} v{version}", tags={"model_name": name, "model_version": version}
             ).info.run_id
         )
-        from mlflow.entities import Metric
-
         client.log_batch(run_id, metrics=[Metric(key, value, stamp, step) for key, value in figures.items()])
         runs[f"{name}:{version}"] = run_id
     return runs
@@ -391,20 +390,14 @@ def compare_variants(start, end, settings: Settings | None = None, config: Monit
     from mlflow import MlflowClient
 
     from chicago_taxi.monitoring.ab import decide_promotion, paired_bootstrap, paired_frame
-    from chicago_taxi.training import registry
+    from chicago_taxi.serving.fare_service import alias_version
 
     settings = settings or load_settings()
     config = config or load_monitoring_config(settings.monitoring_config)
     end = as_utc(end)
     start = min(as_utc(start), end - timedelta(hours=config.ab.lookback_hours))
-    registry.configure(settings.mlflow_tracking_uri, settings.mlflow_artifacts_dir)
-    client = MlflowClient()
-    versions = {}
-    for alias in ("champion", "challenger"):
-        try:
-            versions[alias] = str(client.get_model_version_by_alias(settings.model_name, alias).version)
-        except Exception:  # MlflowException: no such alias
-            versions[alias] = None
+    client = MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
+    versions = {alias: alias_version(settings, alias) for alias in ("champion", "challenger")}
     result: dict = {"champion_version": versions["champion"], "challenger_version": versions["challenger"], "promoted": False}
     if versions["champion"] is None or versions["challenger"] is None or versions["champion"] == versions["challenger"]:
         result["reason"] = "no challenger to compare (the `challenger` alias is not set on another version)"

@@ -101,15 +101,21 @@ def prediction_row(record: dict, partition: int, offset: int, default_model: str
     return row
 
 
+def json_object(raw: bytes | None) -> dict:
+    """A Kafka message value as a JSON object; ValueError saying what it is instead."""
+    try:
+        value = json.loads(raw) if raw is not None else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("not JSON") from exc
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
 def label_row(raw: bytes | None, timestamp_ms: int | None) -> dict:
     """The ground truth in a raw trip message: trip id, fare, trip start. Raises ValueError
     with the reason when the message has none."""
-    try:
-        message = json.loads(raw) if raw is not None else None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError("not JSON") from exc
-    if not isinstance(message, dict):
-        raise ValueError("not a JSON object")
+    message = json_object(raw)
     trip_id = message.get("trip_id")
     if not isinstance(trip_id, str) or not trip_id:
         raise ValueError("no trip_id")
@@ -145,7 +151,7 @@ def write_by_hour(frame: pd.DataFrame, root: Path, time_column: str, name: str) 
 
 
 # ---------------------------------------------------------------- landing
-def _land_topic(settings: Settings, bootstrap: str, topic: str, group: str, to_row, root: Path, time_column: str, max_seconds: float) -> dict:
+def _land_topic(bootstrap: str, topic: str, group: str, to_row, root: Path, time_column: str, max_seconds: float) -> dict:
     from chicago_taxi.streaming.kafka_io import commit, consume, consumer_for, partitions_of, positions_of
 
     timeout = 10.0
@@ -199,18 +205,12 @@ def land(settings: Settings | None = None, bootstrap: str | None = None, max_sec
     root = settings.monitoring_dir
 
     def predictions(record):
-        try:
-            value = json.loads(record.value) if record.value is not None else None
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError("not JSON") from exc
-        if not isinstance(value, dict):
-            raise ValueError("not a JSON object")
-        return prediction_row(value, record.partition, record.offset, settings.model_name)
+        return prediction_row(json_object(record.value), record.partition, record.offset, settings.model_name)
 
     landed = {
-        "predictions": _land_topic(settings, bootstrap, PREDICTIONS, group, predictions, root / PREDICTIONS_DIR, C.SCORED_AT, max_seconds),
+        "predictions": _land_topic(bootstrap, PREDICTIONS, group, predictions, root / PREDICTIONS_DIR, C.SCORED_AT, max_seconds),
         "labels": _land_topic(
-            settings, bootstrap, RAW_TRIPS, f"{group}-labels", lambda r: label_row(r.value, r.timestamp_ms), root / LABELS_DIR, LABEL_AT, max_seconds
+            bootstrap, RAW_TRIPS, f"{group}-labels", lambda r: label_row(r.value, r.timestamp_ms), root / LABELS_DIR, LABEL_AT, max_seconds
         ),
     }
     for name, result in landed.items():

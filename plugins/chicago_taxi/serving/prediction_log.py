@@ -22,7 +22,6 @@ micro-batch, which commits only once the broker acknowledged them (`streaming.ba
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -31,7 +30,7 @@ from datetime import UTC, datetime
 
 from chicago_taxi.core import schema
 from chicago_taxi.core.config import env_bool, kafka_bootstrap
-from chicago_taxi.core.jsonable import iso, iso_ms, json_default, now_ms
+from chicago_taxi.core.jsonable import encoded, iso, iso_ms, json_default, now_ms
 from chicago_taxi.core.monitoring_schema import VARIANTS
 from chicago_taxi.ingest.topics import PREDICTIONS
 
@@ -101,10 +100,6 @@ def prediction_records(trip: dict, answer: dict, *, source: dict, scored_ms: int
     for record in records:
         record["published_at_ms"] = published
     return records
-
-
-def encoded(record: dict) -> bytes:
-    return json.dumps(record, default=json_default).encode()
 
 
 class PredictionLogPublisher:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
-from chicago_taxi.core.jsonable import json_default
+from chicago_taxi.core.jsonable import encoded
 from chicago_taxi.core.process_cache import cached, forget
 
 
@@ -67,8 +66,3 @@ class Publisher:
                 f"publishing to the Kafka broker at {self.bootstrap} failed for {len(self.failed)} message(s), "
                 f"offsets not committed: {self.failed[0]}"
             )
-
-
-def encoded(record: dict) -> bytes:
-    """A record as the JSON bytes the publisher sends."""
-    return json.dumps(record, default=json_default).encode()
