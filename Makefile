@@ -80,14 +80,21 @@ bench-monitoring: init ## taxi_monitoring's window task on 10,000 predictions vs
 bench-features: init ## Feast materialization and online lookups vs raw redis-py on a real Redis
 	@$(ENV) python benchmarks/bench_feature_store.py
 
-airflow-ui: venv ## Airflow UI, scheduler, DAG processor, triggerer on 127.0.0.1:8080 (parallelism 4), metadata in PostgreSQL
-	@export TAXI_AIRFLOW_DB=postgres && $(ENV) scripts/postgres.sh start && $(ENV) scripts/init_airflow.sh && $(ENV) scripts/airflow_stack.sh start
+airflow-ui: venv ## the live stack: MLflow server on 127.0.0.1:5000 and Airflow (UI, scheduler, DAG processor, triggerer) on 127.0.0.1:8080, both on PostgreSQL
+	@export TAXI_AIRFLOW_DB=postgres TAXI_MLFLOW=server && $(ENV) scripts/postgres.sh start && $(ENV) scripts/mlflow_server.sh start \
+	  && $(ENV) scripts/init_airflow.sh && $(ENV) scripts/airflow_stack.sh start
 
-airflow-stop: ## stop the Airflow stack started by airflow-ui (and its PostgreSQL)
-	@export TAXI_AIRFLOW_DB=postgres && $(ENV) scripts/airflow_stack.sh stop && scripts/postgres.sh stop
+airflow-stop: ## stop the live stack started by airflow-ui (Airflow, the MLflow server, PostgreSQL)
+	@export TAXI_AIRFLOW_DB=postgres && $(ENV) scripts/airflow_stack.sh stop && $(ENV) scripts/mlflow_server.sh stop && scripts/postgres.sh stop
 
-mlflow-ui: venv ## MLflow UI on 127.0.0.1:5000 over the local store
-	@$(ENV) mlflow ui --host 127.0.0.1 --port $${MLFLOW_PORT:-5000} --backend-store-uri "$$MLFLOW_TRACKING_URI"
+mlflow-server: venv ## only the MLflow tracking server on 127.0.0.1:5000 (metadata in PostgreSQL, artifacts served over HTTP)
+	@$(ENV) scripts/mlflow_server.sh start
+
+mlflow-ui: venv ## MLflow UI on 127.0.0.1:5000 over the embedded SQLite store of `make run` (the live stack's server is its own UI)
+	@export TAXI_MLFLOW=sqlite && $(ENV) mlflow ui --host 127.0.0.1 --port $${MLFLOW_PORT:-5000} --backend-store-uri "$$MLFLOW_TRACKING_URI"
+
+deploy-check: venv ## static checks of the deployment files: compose schema and parity, Helm lint + Kubernetes schemas, the CI workflow (actionlint), yamllint
+	@$(ENV) python -m pytest tests/unit/deploy $(PYTEST_ARGS)
 
 suites: venv ## regenerate the GX suites under expectations/ from the schema module
 	@$(ENV) python -m chicago_taxi.quality.suites write-suites
@@ -96,4 +103,4 @@ clean: ## remove runtime state (Airflow DB, MLflow store, Bentos, run outputs, r
 	rm -rf var mlflow reports logs
 
 PHONY_EXTRA := backfill serve bench-serving bench-features bench-streaming materialize services services-stop kafka kafka-stop replay predictions
-.PHONY: $(PHONY_EXTRA) help venv init run test test-fast lint format bench airflow-ui airflow-stop mlflow-ui suites clean monitor bench-monitoring
+.PHONY: $(PHONY_EXTRA) help venv init run test test-fast lint format bench airflow-ui airflow-stop mlflow-ui mlflow-server deploy-check suites clean monitor bench-monitoring

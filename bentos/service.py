@@ -10,7 +10,8 @@ uvicorn app); this file only wires it into BentoML:
                         state (mode, challenger, why inactive) and the prediction log's counts
                         (published, lost, pending, last error)
 - POST /ops/reload      re-resolve `models:/chicago_taxi_fare@champion` (and `@challenger` when A/B
-                        is on) now; both are also polled every TAXI_CHAMPION_POLL_SECONDS, default 30
+                        is on) now; both are also polled every TAXI_CHAMPION_POLL_SECONDS, default 30.
+                        With TAXI_RELOAD_TOKEN set it needs `Authorization: Bearer <token>` (else 401)
 - GET  /readyz, /livez, /metrics, /docs.json (OpenAPI), / (Swagger UI): BentoML's own.
 
 Trips use the Chicago column names or the legacy upstream shape (SPEC); what can be interpreted is
@@ -34,7 +35,7 @@ import sys
 from pathlib import Path
 
 import bentoml
-from fastapi import FastAPI
+from fastapi import FastAPI, Header, HTTPException
 from pydantic import Field
 
 # The repository root (for `bentos.*`) and plugins/ (the library), in a checkout and in a built Bento alike.
@@ -43,6 +44,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 from bentos.middleware import BodySizeLimit, JsonBodiesOnly  # noqa: E402
 from chicago_taxi.core.config import ServeConfig  # noqa: E402
 from chicago_taxi.core.jsonable import now_ms  # noqa: E402
+from chicago_taxi.serving.access import reload_refusal  # noqa: E402
 from chicago_taxi.serving.contract import BatchAnswer, BatchTrip, PredictionResponse, TripRequest  # noqa: E402
 
 # Set when the training DAG builds the Bento: the registered version is packed into it and used
@@ -117,7 +119,10 @@ class TaxiFareService:
         return self.service.health()
 
     @ops.post("/reload")
-    def reload(self) -> dict:
+    def reload(self, authorization: str | None = Header(default=None)) -> dict:
+        refusal = reload_refusal(SERVE.reload_token, authorization)
+        if refusal:
+            raise HTTPException(status_code=401, detail=refusal, headers={"WWW-Authenticate": "Bearer"})
         return self.service.reload()
 
 

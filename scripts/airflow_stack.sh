@@ -55,10 +55,16 @@ log_tails() {
   for c in $components; do echo "----- $logdir/$c.log (last ${1:-25} lines)"; tail -n "${1:-25}" "$logdir/$c.log" 2>/dev/null || true; done
 }
 
+# The simple auth manager's passwords (no default password anywhere): made before the api-server
+# starts (chicago_taxi.orchestration.passwords), into a file readable by its owner only; left to the
+# api-server, a missing password would be generated and printed into its log.
+passwords="$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
+ensure_passwords() { python -m chicago_taxi.orchestration.passwords "$passwords" >/dev/null; }
+
 login() {
+  chmod 600 "$passwords" 2>/dev/null || true
   echo "Airflow UI: http://127.0.0.1:$port"
-  echo "Login: user 'admin', password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated:"
-  cat "$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated" 2>/dev/null || true; echo
+  echo "Login: user 'admin'; the generated password is in $passwords (mode 600; read it with: cat $passwords)"
 }
 
 start() {
@@ -67,7 +73,10 @@ start() {
   fi
   mkdir -p "$logdir"
   rm -f "$logdir"/*.pid
+  ensure_passwords
   local started; started=$(date +%s)
+  # umask 077: what the components write (the generated password file, logs) is the owner's only.
+  umask 077
   # setsid: one new process group (and session) for all four components and their children.
   setsid bash -c "
     airflow api-server --host 127.0.0.1 --port $port > '$logdir/api-server.log' 2>&1 & echo \$! > '$logdir/api-server.pid'

@@ -28,7 +28,17 @@ case "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite}" in
   sqlite*) export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=chicago_taxi.orchestration.db.SQLITE_CONNECT_ARGS
            export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC=chicago_taxi.orchestration.db.SQLITE_CONNECT_ARGS_ASYNC ;;
 esac
-export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$ROOT/mlflow/mlflow.db}"
+# MLflow: the embedded SQLite store (`make run`, the default), or the tracking server the live stack
+# runs (scripts/mlflow_server.sh: PostgreSQL, artifacts over HTTP). TAXI_MLFLOW=server|sqlite picks;
+# unset, the server is used while this checkout's server runs (started by `make airflow-ui`).
+if [ -z "${MLFLOW_TRACKING_URI:-}" ]; then
+  _mlflow_pid="${TAXI_MLFLOW_SERVER_DIR:-$ROOT/var/mlflow-server/${MLFLOW_PORT:-5000}}/server.pid"
+  if [ "${TAXI_MLFLOW:-}" = server ] || { [ "${TAXI_MLFLOW:-}" != sqlite ] && [ -f "$_mlflow_pid" ] && kill -0 "$(cat "$_mlflow_pid")" 2>/dev/null; }; then
+    export MLFLOW_TRACKING_URI="http://127.0.0.1:${MLFLOW_PORT:-5000}"
+  else
+    export MLFLOW_TRACKING_URI="sqlite:///$ROOT/mlflow/mlflow.db"
+  fi
+fi
 export BENTOML_HOME="${BENTOML_HOME:-$ROOT/var/bentoml}"
 export BENTOML_DO_NOT_TRACK=True
 export MLFLOW_ENABLE_TELEMETRY=false

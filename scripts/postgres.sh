@@ -4,8 +4,11 @@
 # `airflow backfill create` fail with "database is locked"). Debian's postgresql package,
 # installed when missing; a cluster of the project's own under var/postgres/<port> (or
 # $TAXI_POSTGRES_DIR/<port>), listening on 127.0.0.1 only (no Unix socket outside its dir),
-# trust authentication on loopback, database `airflow`.
+# trust authentication on loopback (a development cluster reachable from this machine only;
+# docker-compose.yaml and the Helm chart use password auth), databases `airflow` (Airflow's
+# metadata) and `mlflow` (the MLflow tracking server's, scripts/mlflow_server.sh).
 # Usage: scripts/postgres.sh start|stop|status|url [PORT]   (default port: $TAXI_POSTGRES_PORT or 5433)
+#   TAXI_POSTGRES_DATABASES   databases created at start (default "airflow mlflow")
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 port="${2:-${TAXI_POSTGRES_PORT:-5433}}"
@@ -44,10 +47,13 @@ start() {
   as_owner "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 \
     -o "-p $port -c listen_addresses=127.0.0.1 -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" start >/dev/null \
     || { echo "postgres did not start on 127.0.0.1:$port; see $log" >&2; tail -5 "$log" >&2; exit 1; }
-  if ! as_owner "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -tAc "select 1 from pg_database where datname = 'airflow'" | grep -q 1; then
-    as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres airflow
-  fi
-  echo "postgres on 127.0.0.1:$port, database airflow ($url)"
+  local db
+  for db in ${TAXI_POSTGRES_DATABASES:-airflow mlflow}; do
+    if ! as_owner "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -tAc "select 1 from pg_database where datname = '$db'" | grep -q 1; then
+      as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$db"
+    fi
+  done
+  echo "postgres on 127.0.0.1:$port, databases ${TAXI_POSTGRES_DATABASES:-airflow mlflow} ($url)"
 }
 
 stop() {

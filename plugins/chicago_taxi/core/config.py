@@ -205,6 +205,8 @@ class ServeConfig:
     # trips of the real sample take ~370 KB; 1 MiB leaves room for long company names).
     max_body_bytes: int = 1024 * 1024
     max_batch_trips: int = 1000  # TAXI_SERVE_MAX_BATCH_TRIPS: a longer /predict_batch gets a 400
+    # TAXI_RELOAD_TOKEN: when set, POST /ops/reload needs `Authorization: Bearer <token>` (serving.access).
+    reload_token: str | None = None
 
     @classmethod
     def from_env(cls) -> ServeConfig:
@@ -215,6 +217,7 @@ class ServeConfig:
             threads=int(env_float("TAXI_SERVE_THREADS", 2)),
             max_body_bytes=int(env_float("TAXI_SERVE_MAX_BODY_BYTES", 1024 * 1024)),
             max_batch_trips=int(env_float("TAXI_SERVE_MAX_BATCH_TRIPS", 1000)),
+            reload_token=os.environ.get("TAXI_RELOAD_TOKEN") or None,
         )
 
 

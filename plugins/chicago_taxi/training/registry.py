@@ -42,8 +42,12 @@ def configure(tracking_uri: str, artifacts_dir: Path) -> None:
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        artifacts_dir.mkdir(parents=True, exist_ok=True)
-        mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts_dir.as_uri() if "://" not in str(artifacts_dir) else str(artifacts_dir))
+        if tracking_uri.startswith(("http://", "https://")):
+            # A tracking server keeps the artifacts (`mlflow-artifacts:/`, uploaded over HTTP).
+            mlflow.create_experiment(EXPERIMENT)
+        else:
+            artifacts_dir.mkdir(parents=True, exist_ok=True)
+            mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts_dir.as_uri() if "://" not in str(artifacts_dir) else str(artifacts_dir))
     mlflow.set_experiment(EXPERIMENT)
 
 

@@ -29,6 +29,9 @@ REQUEST_COLUMNS = list(schema.MODEL_INPUT_COLUMNS)  # the request fields: every 
 REDIS = REPO_ROOT / "scripts" / "redis.sh"
 
 
+RELOAD_TOKEN = "test-reload-token"  # a test fixture's value, not a deployment secret
+
+
 def _redis(action: str, port: int) -> None:
     proc = subprocess.run([str(REDIS), action, str(port)], capture_output=True, text=True)
     assert proc.returncode == 0, f"redis.sh {action} {port}: {proc.stdout}{proc.stderr}"
@@ -49,6 +52,7 @@ def serving_env(stack, first_run, kafka_broker):
         "TAXI_CHAMPION_POLL_SECONDS": "2",
         "TAXI_ONLINE_STORE_RETRY_SECONDS": "1",
         "TAXI_REDIS_TIMEOUT_SECONDS": "0.5",
+        "TAXI_RELOAD_TOKEN": RELOAD_TOKEN,
     }
     proc = subprocess.run(["python", "-m", "chicago_taxi.features.store", "warm"], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -64,9 +68,9 @@ def _get(url: str) -> tuple[int, dict]:
         return err.code, json.loads(err.read() or b"{}")
 
 
-def _post(url: str, body, raw: bytes | None = None, content_type: str = "application/json") -> tuple[int, object]:
+def _post(url: str, body, raw: bytes | None = None, content_type: str = "application/json", headers: dict | None = None) -> tuple[int, object]:
     data = raw if raw is not None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"content-type": content_type})
+    request = urllib.request.Request(url, data=data, headers={"content-type": content_type, **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -409,7 +413,7 @@ def test_new_champion_is_picked_up_without_restart(service, stack):
     client = mlflow_client(stack)
     current = client.get_model_version_by_alias(MODEL, "champion")
     # A new version of the same model: the alias moves, the poller (every 2 s here) loads it.
-    moved = client.create_model_version(MODEL, current.source, run_id=current.run_id, description="test: champion reload")
+    moved = client.create_model_version(MODEL, current.source, run_id=current.run_id, model_id=current.model_id, description="test: champion reload")
     client.set_registered_model_alias(MODEL, "champion", moved.version)
     try:
         deadline = time.time() + 120
@@ -420,8 +424,13 @@ def test_new_champion_is_picked_up_without_restart(service, stack):
         assert status == 200 and answer["model_version"] == str(moved.version)
     finally:
         client.set_registered_model_alias(MODEL, "champion", current.version)
-    # The admin endpoint applies a move at once, without waiting for the poller.
-    status, reloaded = _post(f"{service.url}/ops/reload", {})
+    # The admin endpoint applies a move at once, without waiting for the poller; with
+    # TAXI_RELOAD_TOKEN set only a caller with that bearer token may.
+    for headers in ({}, {"Authorization": "Bearer not-the-token"}, {"Authorization": RELOAD_TOKEN}):
+        status, refused = _post(f"{service.url}/ops/reload", {}, headers=headers)
+        assert status == 401 and "detail" in refused, (headers, status, refused)
+    assert service.health()["model"]["version"] == str(moved.version), "a refused reload must not reload"
+    status, reloaded = _post(f"{service.url}/ops/reload", {}, headers={"Authorization": f"Bearer {RELOAD_TOKEN}"})
     assert status == 200 and reloaded["version"] == str(current.version) and reloaded["error"] is None
 
 

@@ -15,6 +15,7 @@ Timings (stack start, each backfill, per-task overhead) are printed with `-s`.
 
 from __future__ import annotations
 
+import json
 import dataclasses
 import shutil
 import statistics
@@ -259,6 +260,15 @@ def test_stack_is_healthy_and_listens_on_loopback_only(live_stack):
     assert {s["port"] for s in sockets} >= {live_stack.port}, sockets
     assert all(s["address"] == "127.0.0.1" for s in sockets), sockets
     assert live_stack.status().returncode == 0
+
+
+def test_the_generated_admin_password_is_readable_by_its_owner_only_and_never_printed(live_stack):
+    passwords = live_stack.home / "simple_auth_manager_passwords.json.generated"
+    assert passwords.exists(), f"the api-server wrote no password file in {live_stack.home}"
+    assert passwords.stat().st_mode & 0o777 == 0o600, oct(passwords.stat().st_mode)
+    secret = next(iter(json.loads(passwords.read_text()).values()))
+    printed = live_stack.status().stdout + live_stack.last_start_output
+    assert secret not in printed and str(passwords) in live_stack.last_start_output, live_stack.last_start_output
 
 
 @pytest.fixture(scope="module")
