@@ -15,8 +15,8 @@ Timings (stack start, each backfill, per-task overhead) are printed with `-s`.
 
 from __future__ import annotations
 
-import json
 import dataclasses
+import json
 import shutil
 import statistics
 import subprocess
