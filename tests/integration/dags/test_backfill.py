@@ -31,24 +31,19 @@ from chicago_taxi.core import schema
 from chicago_taxi.core.config import load_settings
 from chicago_taxi.features import aggregates
 from chicago_taxi.features import store as feast_store
-from fixtures.airflow import AirflowStack  # the airflow_stack_factory fixture comes from tests/conftest.py (pytest_plugins)
+from fixtures.airflow import AirflowStack, Timings  # the airflow_stack_factory fixture comes from tests/conftest.py (pytest_plugins)
 from fixtures.env import REPO_ROOT, project_env
 
 HOURLY, HALF_HOURLY = "feast_materialize_hourly", "feast_materialize_half_hourly"
 DAG_START = datetime(2024, 1, 1, tzinfo=UTC)  # start_date of the materialization DAGs
-TIMINGS: dict[str, float] = {}
-
-
-def timed(name: str, started: float) -> float:
-    TIMINGS[name] = round(time.monotonic() - started, 1)
-    print(f"\n[timing] {name}: {TIMINGS[name]} s", flush=True)
-    return TIMINGS[name]
+TIMINGS = Timings("summary")
+timed = TIMINGS.timed
 
 
 @pytest.fixture(scope="module", autouse=True)
 def report_timings():
     yield
-    print("\n[timing] summary: " + ", ".join(f"{k} {v} s" for k, v in TIMINGS.items()), flush=True)
+    print(TIMINGS.summary(), flush=True)
 
 
 # ---------------------------------------------------------------- the stack and the offline store

@@ -12,14 +12,12 @@ taxi_training, the only DAGs it parses (the stream DAG would compete with the te
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from chicago_taxi.ingest import topics
-from fixtures.airflow import AirflowStack
-from fixtures.env import REPO_ROOT
+from fixtures.airflow import AirflowStack, dag_folder
 from fixtures.streams import new_group
 
 STACK_DAGS = ("taxi_monitoring.py", "taxi_training.py")
@@ -45,10 +43,7 @@ def airflow_stack(stack, monitoring_env, tmp_path_factory):
     taxi_monitoring and taxi_training registered and unpaused; closed at the end."""
     _, session_env = stack
     tmp = tmp_path_factory.mktemp("monitoring_airflow")
-    dags = tmp / "dags"
-    dags.mkdir()
-    for name in STACK_DAGS:
-        shutil.copy(REPO_ROOT / "dags" / name, dags / name)
+    dags = dag_folder(tmp, STACK_DAGS)
     env = {
         **session_env,
         **monitoring_env,
