@@ -6,16 +6,14 @@ tracking server on it, then Airflow, whose components use that server over HTTP;
 from __future__ import annotations
 
 import json
-import re
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from fixtures.airflow import _session_pids
+from fixtures.airflow import _session_pids, listening_sockets, postgres_dir
 from fixtures.env import REPO_ROOT, free_port, project_env
 
 
@@ -28,22 +26,11 @@ def environ_of(pid: int) -> dict[str, str]:
     return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
 
 
-def listening(pids: set[int]) -> list[tuple[str, int]]:
-    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
-    found = []
-    for line in out.splitlines():
-        address, _, port = line.split()[3].rpartition(":")
-        if any(int(pid) in pids for pid in re.findall(r"pid=(\d+)", line)):
-            found.append((address.strip("[]"), int(port)))
-    return found
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """The stack of `make airflow-ui` in a sandbox of its own; `make airflow-stop` at the end."""
     tmp = tmp_path_factory.mktemp("live_stack")
-    pg_dir = Path(tempfile.mkdtemp(prefix="taxi-live-pg-"))
-    pg_dir.chmod(0o755)  # run as root, PostgreSQL runs as the `postgres` user
+    pg_dir = postgres_dir("taxi-live-pg-")
     env = project_env(
         tmp,
         AIRFLOW_PORT=str(free_port()),
@@ -121,9 +108,9 @@ def test_everything_listens_on_loopback_only(live):
     env, _, home = live
     mlflow_pid = int((Path(env["TAXI_MLFLOW_SERVER_DIR"]) / "server.pid").read_text())
     pids = set(_session_pids(int((home / "stack.pgid").read_text()))) | set(_session_pids(mlflow_pid))
-    sockets = listening(pids)
-    assert {p for _, p in sockets} >= {int(env["AIRFLOW_PORT"]), int(env["MLFLOW_PORT"])}, sockets
-    assert all(address == "127.0.0.1" for address, _ in sockets), sockets
+    sockets = listening_sockets(pids)
+    assert {s["port"] for s in sockets} >= {int(env["AIRFLOW_PORT"]), int(env["MLFLOW_PORT"])}, sockets
+    assert all(s["address"] == "127.0.0.1" for s in sockets), sockets
 
 
 def test_the_login_is_a_file_of_the_owners_never_printed(live):
