@@ -309,6 +309,16 @@ def optional_scoring_columns() -> tuple[str, ...]:
     return tuple(c for c in MODEL_INPUT_COLUMNS if not COLUMNS_BY_NAME[c].required_for_scoring) + STORE_FEATURES
 
 
+def to_number(value) -> float:
+    """One value as `pd.to_numeric(errors="coerce")` reads it: a float, NaN when missing or not a number."""
+    if value is None:
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def required_scoring_columns() -> tuple[str, ...]:
     return tuple(c for c in MODEL_INPUT_COLUMNS if COLUMNS_BY_NAME[c].required_for_scoring)
 

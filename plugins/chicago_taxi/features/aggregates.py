@@ -38,6 +38,25 @@ def entity_keys(trips: pd.DataFrame) -> pd.DataFrame:
     return keys
 
 
+def record_entity_keys(trips: list[dict]) -> dict[str, list]:
+    """`entity_keys` for trips as dicts (the request path), entity by entity: the same keys."""
+    keys = {}
+    for entity in schema.ENTITIES:
+        if entity.column is None:
+            keys[entity.name] = [entity.missing_key] * len(trips)
+        elif entity.kind == "int":
+            numbers = (schema.to_number(trip.get(entity.column)) for trip in trips)
+            keys[entity.name] = [entity.missing_key if n != n else int(n) for n in numbers]
+        else:
+            values = (trip.get(entity.column) for trip in trips)
+            keys[entity.name] = [str(v) if _present_text(v) else entity.missing_key for v in values]
+    return keys
+
+
+def _present_text(value) -> bool:
+    return value is not None and not (isinstance(value, float) and value != value) and str(value).strip() != ""
+
+
 def tariff_ratio(fare, miles, seconds) -> np.ndarray:
     """Each trip's fare over its meter fare at the reference tariff; NaN when the meter recorded
     no distance or no time (the ratio would say nothing about prices)."""

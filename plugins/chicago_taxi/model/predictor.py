@@ -6,15 +6,28 @@ what is measured on the holdout is exactly what is served.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from chicago_taxi.core.schema import REPAIRS_OUTPUT
+from chicago_taxi.core.schema import MIN_FARE, REPAIRS_OUTPUT
+
+log = logging.getLogger(__name__)
 
 TRANSFORM_ARTIFACT = "transform_graph"
 MODEL_ARTIFACT = "keras_model"
+
+
+def scorer_choice() -> str:
+    """TAXI_SCORER: "auto" (default: the numpy path where the model allows it, else the graph)
+    or "graph" (always the traced TensorFlow graph)."""
+    choice = os.environ.get("TAXI_SCORER", "auto").strip().lower() or "auto"
+    if choice not in ("auto", "graph"):
+        raise ValueError(f"TAXI_SCORER={choice!r}: expected auto or graph")
+    return choice
 
 
 class FarePredictor:
@@ -23,9 +36,32 @@ class FarePredictor:
 
         from chicago_taxi.model.transform import TransformGraph
 
+        self.transform_dir, self.model_path = Path(transform_dir), Path(model_path)
         self.graph = TransformGraph(transform_dir)
         self.model = keras.models.load_model(model_path)
         self._fused = None
+        self.fast, self.scorer_note = self._build_fast() if scorer_choice() == "auto" else (None, "TAXI_SCORER=graph")
+
+    def _build_fast(self):
+        """The numpy scoring path (`model.fast_path`), checked against the graph on probe trips;
+        (None, why) when this model cannot use it."""
+        from chicago_taxi.model import fast_path
+        from chicago_taxi.model.network import kinds_of_model
+        from chicago_taxi.model.transform import raw_frame_to_features
+
+        try:
+            fast = fast_path.FastScorer(self.graph, self.model, kinds_of_model(self.model))
+            probes = raw_frame_to_features(fast_path.probe_trips())
+            ours, graph = fast(probes), self._graph_scores(probes)
+        except fast_path.Unavailable as exc:
+            log.info("scoring through the TensorFlow graph: %s", exc)
+            return None, str(exc)
+        worst = max(fast_path.max_difference(ours[0], graph[0]), float(np.any(ours[1] != graph[1])))
+        if worst > 0:
+            note = f"the numpy path differs from the graph on probe trips (excess {worst:.3g}); scoring through the graph"
+            log.warning(note)
+            return None, note
+        return fast, "numpy (checked against the graph at load)"
 
     def _build_fused(self):
         """Transform graph and model traced into one `tf.function` over raw feature tensors.
@@ -67,19 +103,26 @@ class FarePredictor:
     def predict_with_repairs(self, trips: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Fares of raw trips and, per trip, the bit mask of the repairs the transform graph made
         to its inputs (`schema.repairs_of(mask)` names them; 0: the trip was clean)."""
-        import tensorflow as tf
-
-        from chicago_taxi.core.schema import MIN_FARE
         from chicago_taxi.model.transform import raw_frame_to_features
 
         if trips.empty:
             return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64)
-        fused = self._fused or self._build_fused()
-        features = raw_frame_to_features(trips)
-        fares, repairs = fused({n: tf.constant(features[n]) for n in self.graph.input_names})
+        return self.predict_features(raw_frame_to_features(trips))
+
+    def predict_features(self, features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """`predict_with_repairs` for the graph's raw input arrays (`raw_frame_to_features`)."""
+        fares, repairs = self.fast(features) if self.fast is not None else self._graph_scores(features)
         # A fare below the flag pull is impossible; the model may undershoot on tiny trips. (The
         # model itself caps fares at the largest fare of its training trips.)
-        return np.maximum(fares.numpy().astype(np.float64), MIN_FARE), repairs.numpy().astype(np.int64)
+        return np.maximum(fares.astype(np.float64), MIN_FARE), repairs.astype(np.int64)
+
+    def _graph_scores(self, features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Fares (unfloored) and repair masks from the traced TensorFlow graph."""
+        import tensorflow as tf
+
+        fused = self._fused or self._build_fused()
+        fares, repairs = fused({n: tf.constant(features[n]) for n in self.graph.input_names})
+        return fares.numpy(), repairs.numpy()
 
 
 try:  # the pyfunc wrapper needs mlflow; the predictor itself does not

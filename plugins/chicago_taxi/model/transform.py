@@ -70,24 +70,61 @@ def raw_frame_to_features(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     return features
 
 
+def raw_records_to_features(trips: list[dict], extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """`raw_frame_to_features` for trips as dicts (the request path: no DataFrame), with the same
+    values (a field no trip has is a missing column, as in a frame made of the trips): numbers as float32 (NaN when missing or not a number), strings as UTF-8 bytes ("" when
+    missing). `extra` supplies whole columns (the store features) instead of the trips' fields."""
+    missing_required = [c for c in schema.required_scoring_columns() if trips and not any(c in trip for trip in trips)]
+    if missing_required:
+        raise MissingColumnError(f"trips lack required column(s): {', '.join(missing_required)}")
+    extra = extra or {}
+    features: dict[str, np.ndarray] = {}
+    for name in _NUMERIC_INPUTS:
+        if name in extra:
+            features[name] = np.asarray(extra[name], dtype=np.float32)
+        else:
+            features[name] = np.array([schema.to_number(trip.get(name)) for trip in trips], dtype=np.float32)
+    for name in _STRING_INPUTS:
+        features[name] = np.array([_text(trip.get(name)) for trip in trips], dtype=object)
+    return features
+
+
+def _text(value) -> bytes:
+    if value is None or (isinstance(value, float) and value != value):
+        return b""
+    return str(value).encode("utf-8")
+
+
+# The transform's parameters (analyzer results) travel in the saved graph as extra outputs with
+# this prefix, one value per trip: the numpy scorer (`model.fast_path`) reads them once at load.
+# They are dropped before the transformed splits are written.
+PARAM_PREFIX = "__param__"
+
+
 def preprocessing_fn(inputs: dict) -> dict:
-    """tf.Transform callback: raw trip tensors in, model-ready `_xf` tensors out.
+    """tf.Transform callback: raw trip tensors in, model-ready `_xf` tensors out (see
+    `transform_trips`, which holds the transform itself)."""
+    analyzers = TFTAnalyzers()
+    outputs = transform_trips(inputs, TFOps(), analyzers)
+    outputs.update(analyzers.param_outputs(inputs["trip_miles"]))
+    return outputs
 
-    Real trips are dirty; every repair in `schema.REPAIRS` happens here, once, so training and
-    serving repair alike, and `schema.REPAIRS_OUTPUT` says which repairs changed each trip."""
-    import tensorflow as tf
-    import tensorflow_transform as tft
 
+def transform_trips(inputs: dict, ops, analyzers) -> dict:
+    """Raw trip columns in, model-ready `_xf` columns out: the one definition of the transform.
+
+    Written once over two backends: `TFOps` + `TFTAnalyzers` (the tf.Transform graph: analyzers
+    fitted on the training split, saved, served) and `model.fast_path`'s numpy ops + the saved
+    graph's analyzer values (the fast scoring path, held to the graph's outputs by tests and by
+    a check at load). Real trips are dirty; every repair in `schema.REPAIRS` happens here, once,
+    so training and serving repair alike, and `schema.REPAIRS_OUTPUT` says which repairs changed
+    each trip."""
     outputs = {}
     repair_bits = {r.code: bit for bit, r in enumerate(schema.REPAIRS)}
-    repairs = tf.zeros_like(inputs["trip_miles"], dtype=tf.int64)
+    repairs = ops.zeros_int(inputs["trip_miles"])
 
     def flag(condition, code):
-        return tf.cast(condition, tf.int64) * (1 << repair_bits[code])
-
-    def fill_missing(x, value):
-        # The explicit fill-in-missing helper: NaN marks a missing number in the raw input.
-        return tf.where(tf.math.is_nan(x), tf.constant(value, dtype=x.dtype), x)
+        return ops.to_int(condition) * (1 << repair_bits[code])
 
     # Distance and duration. 0 or missing means "not recorded" (NaN > 0 is false); a distance
     # implying more than MAX_SPEED_MPH is an odometer glitch, so it is not trusted either. Both
@@ -95,85 +132,78 @@ def preprocessing_fn(inputs: dict) -> dict:
     miles_raw, seconds_raw = inputs["trip_miles"], inputs["trip_seconds"]
     miles_known, seconds_known = miles_raw > 0, seconds_raw > 0
     implausible = miles_known & seconds_known & (miles_raw * 3600.0 > schema.MAX_SPEED_MPH * seconds_raw)
-    miles_trusted = miles_known & tf.logical_not(implausible)
-    repairs += flag(tf.logical_not(seconds_known), "seconds_not_recorded")
-    repairs += flag(tf.logical_not(miles_known), "miles_not_recorded")
+    miles_trusted = miles_known & ~implausible
+    repairs += flag(~seconds_known, "seconds_not_recorded")
+    repairs += flag(~miles_known, "miles_not_recorded")
     repairs += flag(implausible, "implausible_speed")
     usable = {
-        "trip_miles": (tf.where(miles_trusted, miles_raw, tf.zeros_like(miles_raw)), miles_trusted, "miles_clipped"),
-        "trip_seconds": (tf.where(seconds_known, seconds_raw, tf.zeros_like(seconds_raw)), seconds_known, "seconds_clipped"),
+        "trip_miles": (ops.where(miles_trusted, miles_raw, 0.0), miles_trusted, "miles_clipped"),
+        "trip_seconds": (ops.where(seconds_known, seconds_raw, 0.0), seconds_known, "seconds_clipped"),
     }
     for key in schema.DENSE_FLOAT_FEATURES:
         value, trusted, code = usable[key]
         # Beyond the training trips' CLIP_QUANTILE the network would extrapolate: clip there.
-        bound = upper_quantile(value, trusted, schema.CLIP_QUANTILE)
+        bound = analyzers.upper_quantile(value, trusted, schema.CLIP_QUANTILE, name=key)
         repairs += flag(trusted & (value > bound), code)
-        x = tf.minimum(value, bound)
-        outputs[schema.transformed_name(key)] = tft.scale_to_z_score(x)
-        outputs[schema.transformed_name(f"log_{key}")] = tft.scale_to_z_score(tf.math.log1p(x))
-    outputs[schema.transformed_name("miles_not_recorded")] = tf.cast(tf.logical_not(miles_trusted), tf.float32)
-    outputs[schema.transformed_name("seconds_not_recorded")] = tf.cast(tf.logical_not(seconds_known), tf.float32)
+        x = ops.minimum(value, bound)
+        outputs[schema.transformed_name(key)] = analyzers.z_score(x, name=key)
+        outputs[schema.transformed_name(f"log_{key}")] = analyzers.z_score(ops.log1p(x), name=f"log_{key}")
+    outputs[schema.transformed_name("miles_not_recorded")] = ops.to_float(~miles_trusted)
+    outputs[schema.transformed_name("seconds_not_recorded")] = ops.to_float(~seconds_known)
 
     # Coordinates outside Chicago are GPS faults: the point is treated as missing.
     coords = {}
     for end in ("pickup", "dropoff"):
         lat, lon = inputs[f"{end}_latitude"], inputs[f"{end}_longitude"]
-        outside = tf.logical_not(_inside(lat, f"{end}_latitude") & _inside(lon, f"{end}_longitude"))
-        outside &= tf.logical_not(tf.math.is_nan(lat) | tf.math.is_nan(lon))
+        outside = ~(_inside(lat, f"{end}_latitude") & _inside(lon, f"{end}_longitude"))
+        outside &= ~(ops.is_nan(lat) | ops.is_nan(lon))
         repairs += flag(outside, f"{end}_outside_chicago")
-        nan = tf.fill(tf.shape(lat), float("nan"))
-        coords[f"{end}_latitude"], coords[f"{end}_longitude"] = tf.where(outside, nan, lat), tf.where(outside, nan, lon)
+        coords[f"{end}_latitude"], coords[f"{end}_longitude"] = ops.where(outside, float("nan"), lat), ops.where(outside, float("nan"), lon)
 
     # Straight-line distance from the coordinates: the trip length when the meter recorded none.
     points = [coords[k] for k in ("pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude")]
-    coordinates_missing = tf.reduce_any(tf.stack([tf.math.is_nan(c) for c in points], axis=1), axis=1)
-    lat1, lon1, lat2, lon2 = [fill_missing(c, 0.0) * (math.pi / 180.0) for c in points]
-    a = tf.sin((lat2 - lat1) / 2) ** 2 + tf.cos(lat1) * tf.cos(lat2) * tf.sin((lon2 - lon1) / 2) ** 2
-    straight = 2 * EARTH_RADIUS_MILES * tf.asin(tf.sqrt(tf.clip_by_value(a, 0.0, 1.0)))
-    straight = tf.where(coordinates_missing, tf.zeros_like(straight), straight)
-    outputs[schema.transformed_name("straight_line_miles")] = tft.scale_to_z_score(straight)
-    outputs[schema.transformed_name("coordinates_missing")] = tf.cast(coordinates_missing, tf.float32)
+    coordinates_missing = ops.is_nan(points[0]) | ops.is_nan(points[1]) | ops.is_nan(points[2]) | ops.is_nan(points[3])
+    lat1, lon1, lat2, lon2 = [ops.fill_nan(c, 0.0) * (math.pi / 180.0) for c in points]
+    a = ops.sin((lat2 - lat1) / 2) ** 2 + ops.cos(lat1) * ops.cos(lat2) * ops.sin((lon2 - lon1) / 2) ** 2
+    straight = 2 * EARTH_RADIUS_MILES * ops.asin(ops.sqrt(ops.clip(a, 0.0, 1.0)))
+    straight = ops.where(coordinates_missing, 0.0, straight)
+    outputs[schema.transformed_name("straight_line_miles")] = analyzers.z_score(straight, name="straight_line_miles")
+    outputs[schema.transformed_name("coordinates_missing")] = ops.to_float(coordinates_missing)
 
     for key in schema.BUCKET_FEATURES:
         x = coords[key]
-        missing = tf.math.is_nan(x)
         # Quantiles are computed over present values only (the fill value is the median-ish
         # city centre, so it lands in a middle bucket); a missing coordinate gets its own bucket.
-        filled = fill_missing(x, schema.range_midpoint(key))
-        buckets = tft.bucketize(filled, num_buckets=schema.BUCKET_COUNT)
-        outputs[schema.transformed_name(key)] = tf.where(missing, tf.constant(schema.BUCKET_COUNT, tf.int64), buckets)
+        buckets = analyzers.bucketize(ops.fill_nan(x, schema.range_midpoint(key)), schema.BUCKET_COUNT, name=key)
+        outputs[schema.transformed_name(key)] = ops.where(ops.is_nan(x), schema.BUCKET_COUNT, buckets)
 
     for key in schema.VOCAB_FEATURES:
         # tf.Transform leaves "" out of vocabularies; a missing value is a token of its own.
-        text = tf.strings.strip(inputs[key])
-        text = tf.where(tf.equal(text, ""), tf.constant(MISSING_TOKEN), text)
-        outputs[schema.transformed_name(key)] = tft.compute_and_apply_vocabulary(
-            text, top_k=schema.VOCAB_SIZE, num_oov_buckets=schema.OOV_BUCKETS, vocab_filename=key
-        )
+        text = ops.strip_or(inputs[key], MISSING_TOKEN)
+        outputs[schema.transformed_name(key)] = analyzers.vocabulary_ids(text, top_k=schema.VOCAB_SIZE, num_oov_buckets=schema.OOV_BUCKETS, name=key)
 
     for key, size in schema.CATEGORICAL_ID_FEATURES.items():
         x = inputs[key]
         column = schema.COLUMNS_BY_NAME[key]
         if column.out_of_range == "repair":
             # An area that is not one of Chicago's is unknown: id 0, like a missing one.
-            bad = tf.logical_not(tf.math.is_nan(x)) & tf.logical_not(_inside(x, key))
+            bad = ~ops.is_nan(x) & ~_inside(x, key)
             repairs += flag(bad, key.replace("_community_area", "_area_unknown"))
-            x = tf.where(bad, tf.zeros_like(x), x)
-        ids = tf.cast(fill_missing(x, 0.0), tf.int64)
-        outputs[schema.transformed_name(key)] = tf.clip_by_value(ids, 0, size - 1)
+            x = ops.where(bad, 0.0, x)
+        outputs[schema.transformed_name(key)] = ops.clip(ops.to_int(ops.fill_nan(x, 0.0)), 0, size - 1)
 
     # Store features: absent (no recent trips, or past TTL) -> 0 plus a per-view "missing" flag.
     for view in schema.STORE_VIEWS:
-        missing = tf.math.is_nan(inputs[view.features[0]])
-        outputs[schema.transformed_name(f"{view.name}_missing")] = tf.cast(missing, tf.float32)
+        missing = ops.is_nan(inputs[view.features[0]])
+        outputs[schema.transformed_name(f"{view.name}_missing")] = ops.to_float(missing)
         for spec in view.specs:
             if spec.transform == "scale":
-                outputs[schema.transformed_name(spec.name)] = relative_to_training_mean(inputs[spec.name])
+                outputs[schema.transformed_name(spec.name)] = relative_to_training_mean(inputs[spec.name], ops, analyzers, name=spec.name)
                 continue
-            value = fill_missing(inputs[spec.name], spec.default)
+            value = ops.fill_nan(inputs[spec.name], spec.default)
             if spec.transform == "log_z_score":
-                value = tf.math.log1p(tf.maximum(value, 0.0))
-            outputs[schema.transformed_name(spec.name)] = tft.scale_to_z_score(value)
+                value = ops.log1p(ops.maximum(value, 0.0))
+            outputs[schema.transformed_name(spec.name)] = analyzers.z_score(value, name=spec.name)
     outputs[schema.REPAIRS_OUTPUT] = repairs
     return outputs
 
@@ -184,28 +214,141 @@ def _inside(x, column_name: str):
     return (x >= column.min_value) & (x <= column.max_value)
 
 
-def upper_quantile(x, trusted, quantile: float):
-    """The `quantile` of the trusted training values of x (an analyzer: a constant at serving)."""
-    import tensorflow as tf
-    import tensorflow_transform as tft
-
-    buckets = int(round(1 / (1 - quantile)))
-    boundaries = tft.quantiles(x, num_buckets=buckets, epsilon=0.1 / buckets, weights=tf.cast(trusted, tf.float32))
-    return tf.reshape(boundaries, [-1])[-1]
-
-
-def relative_to_training_mean(x):
+def relative_to_training_mean(x, ops, analyzers, name: str):
     """A price index as a multiplier: x over its mean in the training data (present values only),
     clipped to schema.FARE_SCALE_RANGE; 1.0 (no change) when the value is missing."""
-    import tensorflow as tf
-    import tensorflow_transform as tft
+    present = ~ops.is_nan(x)
+    mean = analyzers.present_mean(ops.fill_nan(x, 0.0), present, name=name)
+    return ops.clip(ops.where(present, ops.fill_nan(x, 0.0) / mean, 1.0), *schema.FARE_SCALE_RANGE)
 
-    present = tf.logical_not(tf.math.is_nan(x))
-    filled = tf.where(present, x, tf.zeros_like(x))
-    count = tft.sum(tf.cast(present, tf.float32))
-    mean = tf.where(count > 0, tft.sum(filled) / tf.maximum(count, 1.0), 1.0)
-    scale = tf.where(present, filled / mean, tf.ones_like(x))
-    return tf.clip_by_value(scale, *schema.FARE_SCALE_RANGE)
+
+def z_score(x, mean, var, ops):
+    """tf.Transform's `scale_to_z_score` given its mean and variance (a zero variance leaves x - mean)."""
+    numerator = x - mean
+    denominator = ops.sqrt(var)
+    return ops.where(denominator != 0, numerator / ops.where(denominator != 0, denominator, 1.0), numerator)
+
+
+class TFOps:
+    """The array operations `transform_trips` uses, on TensorFlow tensors (float32 numbers)."""
+
+    def __init__(self):
+        import tensorflow as tf
+
+        self.tf = tf
+
+    def where(self, condition, a, b):
+        tf = self.tf
+        dtype = next((v.dtype for v in (a, b) if isinstance(v, tf.Tensor)), tf.float32)
+        return tf.where(condition, tf.cast(a, dtype), tf.cast(b, dtype))
+
+    def zeros_int(self, like):
+        return self.tf.zeros_like(like, dtype=self.tf.int64)
+
+    def to_int(self, x):
+        return self.tf.cast(x, self.tf.int64)
+
+    def to_float(self, x):
+        return self.tf.cast(x, self.tf.float32)
+
+    def is_nan(self, x):
+        return self.tf.math.is_nan(x)
+
+    def fill_nan(self, x, value):
+        # NaN marks a missing number in the raw input.
+        return self.tf.where(self.tf.math.is_nan(x), self.tf.constant(value, dtype=x.dtype), x)
+
+    def minimum(self, x, y):
+        return self.tf.minimum(x, y)
+
+    def maximum(self, x, y):
+        return self.tf.maximum(x, self.tf.cast(y, x.dtype))
+
+    def clip(self, x, low, high):
+        return self.tf.clip_by_value(x, self.tf.cast(low, x.dtype), self.tf.cast(high, x.dtype))
+
+    def log1p(self, x):
+        return self.tf.math.log1p(x)
+
+    def sin(self, x):
+        return self.tf.sin(x)
+
+    def cos(self, x):
+        return self.tf.cos(x)
+
+    def asin(self, x):
+        return self.tf.asin(x)
+
+    def sqrt(self, x):
+        return self.tf.sqrt(x)
+
+    def strip_or(self, text, token: str):
+        stripped = self.tf.strings.strip(text)
+        return self.tf.where(self.tf.equal(stripped, ""), self.tf.constant(token), stripped)
+
+
+class TFTAnalyzers:
+    """The analyzers `transform_trips` uses, as tf.Transform analyzers; each records its result
+    (a constant of the saved graph) for `param_outputs`."""
+
+    def __init__(self):
+        self.params: dict[str, object] = {}
+
+    def upper_quantile(self, x, trusted, quantile: float, name: str):
+        """The `quantile` of the trusted training values of x."""
+        import tensorflow as tf
+        import tensorflow_transform as tft
+
+        buckets = int(round(1 / (1 - quantile)))
+        boundaries = tft.quantiles(x, num_buckets=buckets, epsilon=0.1 / buckets, weights=tf.cast(trusted, tf.float32))
+        bound = tf.reshape(boundaries, [-1])[-1]
+        self.params[f"{name}.upper_bound"] = bound
+        return bound
+
+    def z_score(self, x, name: str):
+        import tensorflow as tf
+        import tensorflow_transform as tft
+
+        mean, var = tf.cast(tft.mean(x), x.dtype), tf.cast(tft.var(x), x.dtype)
+        self.params[f"{name}.mean"], self.params[f"{name}.var"] = mean, var
+        return z_score(x, mean, var, TFOps())
+
+    def bucketize(self, x, num_buckets: int, name: str):
+        """tft.bucketize, its boundaries recorded (the same quantiles and epsilon it uses)."""
+        import tensorflow_transform as tft
+
+        boundaries = tft.quantiles(x, num_buckets, epsilon=min(1.0 / num_buckets, 0.01))
+        self.params[f"{name}.boundaries"] = boundaries
+        return tft.apply_buckets(x, boundaries)
+
+    def vocabulary_ids(self, text, top_k: int, num_oov_buckets: int, name: str):
+        """Ids from a vocabulary saved under `name` (the numpy path reads the file itself)."""
+        import tensorflow_transform as tft
+
+        return tft.compute_and_apply_vocabulary(text, top_k=top_k, num_oov_buckets=num_oov_buckets, vocab_filename=name)
+
+    def present_mean(self, filled, present, name: str):
+        """The mean of x over the training rows where it is present (1.0 when it never is)."""
+        import tensorflow as tf
+        import tensorflow_transform as tft
+
+        count = tft.sum(tf.cast(present, tf.float32))
+        mean = tf.where(count > 0, tft.sum(filled) / tf.maximum(count, 1.0), 1.0)
+        self.params[f"{name}.mean"] = mean
+        return mean
+
+    def param_outputs(self, like) -> dict:
+        """Each recorded parameter as an output of the graph: float32, one row per trip."""
+        import tensorflow as tf
+
+        rows = tf.shape(like)[0]
+        outputs = {}
+        for name, value in self.params.items():
+            width = value.shape.num_elements()
+            if width is None:
+                raise ValueError(f"transform parameter {name} has no static size: {value.shape}")
+            outputs[f"{PARAM_PREFIX}{name}"] = tf.tile(tf.reshape(tf.cast(value, tf.float32), [1, width]), [rows, 1])
+        return outputs
 
 
 @dataclass
@@ -264,6 +407,8 @@ def pa_table_from_batch(record_batch):
     # Scalar features come out as one-element lists: flatten them to plain columns.
     columns = {}
     for name, column in zip(record_batch.schema.names, record_batch.columns):
+        if name.startswith(PARAM_PREFIX):  # the graph's parameters, not features
+            continue
         columns[name] = column.flatten() if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) else column
     return pa.table(columns)
 
@@ -343,4 +488,14 @@ class TransformGraph:
         features = {k: v for k, v in raw_frame_to_features(frame).items() if k in self.input_names}
         tensors = {k: tf.constant(v, dtype=tf.string if v.dtype == object else tf.float32) for k, v in features.items()}
         transformed = self.output.transform_raw_features(tensors)
-        return {k: v.numpy() for k, v in transformed.items()}
+        return {k: v.numpy() for k, v in transformed.items() if not k.startswith(PARAM_PREFIX)}
+
+    def params(self) -> dict[str, np.ndarray]:
+        """The analyzer values the graph was fitted with (`PARAM_PREFIX` outputs), by name; empty
+        for graphs saved before they were recorded."""
+        import tensorflow as tf
+
+        one_trip = raw_frame_to_features(pd.DataFrame({c: [np.nan] for c in schema.required_scoring_columns()}))
+        tensors = {k: tf.constant(v) for k, v in one_trip.items() if k in self.input_names}
+        transformed = self.output.transform_raw_features(tensors)
+        return {k.removeprefix(PARAM_PREFIX): v.numpy()[0] for k, v in transformed.items() if k.startswith(PARAM_PREFIX)}

@@ -150,6 +150,37 @@ def test_values_past_their_ttl_are_not_served(store_settings, redis_server):
     assert all("company_trips_1d" in d for d in defaulted)
 
 
+def test_the_serving_redis_reader_reads_what_feast_reads(store_settings, redis_server):
+    """`features.redis_reader` reads Feast's Redis layout itself (the prediction service's fast
+    path): the same values, and the same absences, as `get_online_features`, fresh and past TTL."""
+    import redis
+
+    from chicago_taxi.features.redis_reader import RedisFeatureReader
+
+    settings, valid, _, _ = store_settings
+    store = feast_store.feature_store(settings)
+    flush(redis_server)
+    wall = wall_clock_for(settings, DATA_NOW)
+    for cadence in ("hourly", "half_hourly"):
+        feast_store.materialize_window(cadence, wall - timedelta(days=7), wall, settings)
+    recent = valid[(valid.trip_start_timestamp < DATA_NOW.timestamp()) & (valid.trip_start_timestamp > DATA_NOW.timestamp() - 86400 * 3)]
+    odd = pd.DataFrame({"pickup_community_area": [np.nan, 77, 99], "company": [None, "  ", "A company nobody knows"]})
+    trips = pd.concat([recent, odd], ignore_index=True)
+    records = [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in trips[["pickup_community_area", "company"]].to_dict("records")]
+    keys = aggregates.record_entity_keys(records)
+    frame_keys = aggregates.entity_keys(trips)
+    assert all(keys[e] == frame_keys[e].tolist() for e in keys)  # the same keys as the frame path
+    reader = RedisFeatureReader(redis.Redis(host="127.0.0.1", port=redis_server), store.config.project, store.config.entity_key_serialization_version)
+    for data_now in (DATA_NOW, DATA_NOW + timedelta(days=1, hours=12)):  # the second: company values past their 1-day TTL
+        expected, _ = feast_store.online_features(store, trips, data_now)
+        got = reader.read(keys, data_now)
+        assert set(got) == set(expected.columns)
+        for feature, values in got.items():
+            np.testing.assert_allclose(values, expected[feature].to_numpy(dtype=float), rtol=1e-6, equal_nan=True, err_msg=f"{feature} at {data_now}")
+        assert np.isnan(got["company_trips_1d"][-3:]).sum() >= 1 and (~np.isnan(got["area_trips_7d"])).any()
+    assert np.isnan(reader.read(keys, DATA_NOW + timedelta(days=1, hours=12))["company_trips_1d"]).all()
+
+
 def test_empty_window_materializes_nothing_and_says_so(store_settings):
     settings = store_settings[0]
     wall = wall_clock_for(settings, datetime(2012, 1, 1, tzinfo=UTC))

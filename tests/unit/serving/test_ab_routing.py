@@ -13,6 +13,7 @@ from chicago_taxi.core import schema
 from chicago_taxi.core.config import load_settings
 from chicago_taxi.core.monitoring_config import ABSettings
 from chicago_taxi.serving import fare_service
+from chicago_taxi.serving.contract import check_trip
 from chicago_taxi.serving.fare_service import FareService, LoadedModel
 from chicago_taxi.serving.routing import challenger_serves
 
@@ -20,18 +21,18 @@ STAMP = 1420074000
 
 
 class RecordingPredictor:
-    """`base` plus $2 a mile; keeps every frame it was asked to score."""
+    """`base` plus $2 a mile; keeps every input it was asked to score (as a frame)."""
 
     def __init__(self, base: float):
         self.base, self.frames = base, []
 
-    def predict_with_repairs(self, trips: pd.DataFrame):
-        self.frames.append(trips.copy())
-        return self.base + 2 * trips["trip_miles"].to_numpy(float), np.zeros(len(trips), dtype=np.int64)
+    def predict_features(self, features: dict[str, np.ndarray]):
+        self.frames.append(pd.DataFrame(features))
+        return self.base + 2 * features["trip_miles"].astype(float), np.zeros(len(features["trip_miles"]), dtype=np.int64)
 
 
 class BrokenPredictor:
-    def predict_with_repairs(self, trips):
+    def predict_features(self, features):
         raise RuntimeError("challenger exploded")
 
 
@@ -45,10 +46,10 @@ class StoreWithOneCompany:
 
     def lookup(self, trips):
         self.calls += 1
-        values = pd.DataFrame(np.nan, index=range(len(trips)), columns=list(schema.STORE_FEATURES))
-        known = (trips["company"] == "A").to_numpy()
-        values.loc[known, "company_trips_1d"] = 7.0
-        values.loc[known, "company_fare_1d"] = 12.5
+        values = {f: np.full(len(trips), np.nan) for f in schema.STORE_FEATURES}
+        known = np.array([trip.get("company") == "A" for trip in trips])
+        values["company_trips_1d"][known] = 7.0
+        values["company_fare_1d"][known] = 12.5
         defaulted = [[f for f in schema.STORE_FEATURES if not (k and f in ("company_trips_1d", "company_fare_1d"))] for k in known]
         return values, defaulted
 
@@ -87,10 +88,11 @@ def service(mode: str, share: float = 0.5, challenger: LoadedModel | None = None
 
 
 def trips(n: int = 200) -> list[dict]:
-    return [
+    items = [
         {"trip_id": f"t{i:04d}", "trip_miles": float(i % 9), "trip_seconds": 600, "trip_start_timestamp": STAMP, "company": "AB"[i % 2]}
         for i in range(n)
     ]
+    return [check_trip(i, item)[0] for i, item in enumerate(items)]
 
 
 def test_split_sends_the_share_of_trip_ids_to_the_challenger_and_the_other_model_to_shadow():

@@ -8,7 +8,6 @@ import json
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from chicago_taxi.core import schema
@@ -19,16 +18,16 @@ TRIP = {"trip_start_timestamp": STAMP, "trip_miles": 2.1, "trip_seconds": 540, "
 
 
 class ZeroSecondsPredictor:
-    def predict_with_repairs(self, trips: pd.DataFrame):
-        seconds = trips["trip_seconds"].to_numpy(float)
-        return np.full(len(trips), 9.5), np.where(seconds <= 0, 1 << schema.REPAIRS.index(schema.REPAIRS_BY_CODE["seconds_not_recorded"]), 0)
+    def predict_features(self, features: dict[str, np.ndarray]):
+        seconds = features["trip_seconds"].astype(float)
+        return np.full(len(seconds), 9.5), np.where(seconds <= 0, 1 << schema.REPAIRS.index(schema.REPAIRS_BY_CODE["seconds_not_recorded"]), 0)
 
 
 class StoreWithNothing:
     address, last_error = "nowhere", None
 
     def lookup(self, trips):
-        return pd.DataFrame(np.nan, index=range(len(trips)), columns=list(schema.STORE_FEATURES)), [[]] * len(trips)
+        return {f: np.full(len(trips), np.nan) for f in schema.STORE_FEATURES}, [[]] * len(trips)
 
     def ping(self):
         return True

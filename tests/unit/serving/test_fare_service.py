@@ -4,11 +4,11 @@ repairs become `input_warnings`, and a batch answers every trip in input order."
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from chicago_taxi.core import schema
 from chicago_taxi.core.config import load_settings
+from chicago_taxi.serving.contract import check_trip
 from chicago_taxi.serving.fare_service import FareService, LoadedModel
 
 STAMP = 1420074000
@@ -18,8 +18,8 @@ BIT = {r.code: 1 << i for i, r in enumerate(schema.REPAIRS)}
 class FlaggingPredictor:
     """$2 a mile from the flag pull; flags zero seconds and more than 80 mph as the graph does."""
 
-    def predict_with_repairs(self, trips: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        miles, seconds = trips["trip_miles"].to_numpy(float), trips["trip_seconds"].to_numpy(float)
+    def predict_features(self, features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        miles, seconds = features["trip_miles"].astype(float), features["trip_seconds"].astype(float)
         mask = np.where(seconds <= 0, BIT["seconds_not_recorded"], 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             mask |= np.where((seconds > 0) & (miles * 3600 > schema.MAX_SPEED_MPH * seconds), BIT["implausible_speed"], 0)
@@ -30,7 +30,7 @@ class StoreWithNothing:
     address, last_error = "nowhere", None
 
     def lookup(self, trips):
-        return pd.DataFrame(np.nan, index=range(len(trips)), columns=list(schema.STORE_FEATURES)), [[]] * len(trips)
+        return {f: np.full(len(trips), np.nan) for f in schema.STORE_FEATURES}, [[]] * len(trips)
 
 
 @pytest.fixture
@@ -40,7 +40,10 @@ def service(monkeypatch):
 
 
 def trip(**fields) -> dict:
-    return {"trip_miles": 2.0, "trip_seconds": 600, "trip_start_timestamp": STAMP, **fields}
+    """A trip as `FareService.predict` receives it: validated (`contract.check_trip`)."""
+    item = {"trip_miles": 2.0, "trip_seconds": 600, "trip_start_timestamp": STAMP, **fields}
+    validated, error = check_trip(0, item)
+    return validated if error is None else item
 
 
 def test_a_clean_trip_has_no_warnings_and_a_repaired_one_names_each_repair(service):
@@ -67,6 +70,6 @@ def test_a_batch_answers_every_trip_in_input_order_with_error_entries_in_place(s
 
 
 def test_a_batch_of_only_bad_trips_scores_nothing(service, monkeypatch):
-    monkeypatch.setattr(service.model.predictor, "predict_with_repairs", lambda _: pytest.fail("the model was called"))
+    monkeypatch.setattr(service.model.predictor, "predict_features", lambda _: pytest.fail("the model was called"))
     assert [a["index"] for a in service.predict_each([{}, {"trip_miles": -1}])] == [0, 1]
     assert service.predict_each([]) == []
