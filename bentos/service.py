@@ -62,6 +62,8 @@ ops = FastAPI(title="operations")
     workers=SERVE.workers,
     threads=SERVE.threads,
     http={"host": "127.0.0.1", "port": 3000},
+    logging={"access": {"enabled": SERVE.access_log}},
+    metrics={"enabled": SERVE.metrics},
 )
 @bentoml.asgi_app(ops, path="/ops")
 class TaxiFareService:

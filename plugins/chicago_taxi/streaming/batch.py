@@ -31,10 +31,10 @@ One call, in this order (each stage timed in `BatchResult.seconds`):
    future-dated trip would otherwise move every trailing window and trim the stream log) and an
    hour, weekday or month that disagrees with the start time. Dirty model inputs (zero seconds or
    miles, an implausible speed, coordinates outside Chicago) are not rejected: the transform
-   graph repairs them and the trip is scored. Cost measured on 2 cores: importing GX ~12-15 s
-   once per process, then ~0.55 s per 60-row micro-batch. `TAXI_STREAM_GX=0` evaluates exactly
-   the same expectations with pandas instead (same rows, same labels: a test checks both agree
-   on the whole sample; ~0.03 s per batch).
+   graph repairs them and the trip is scored. The expectations are evaluated vectorized with
+   pandas by default (`quality.rows.failed_rows_pandas`: the same rows and labels as GX, a test
+   checks both agree on the whole sample; ~0.03 s per batch); `TAXI_STREAM_GX=1` runs GX itself
+   (importing GX costs ~12-15 s once per process on 2 cores, then ~0.3-0.55 s per batch).
 4. dedup, by content: the sha256 of each parsed trip (`messages.trip_fingerprint`) against the
    fingerprints the stream log remembers for the trip_ids it accepted before
    (`features.stream_log`) and against the batch's earlier messages. The same content again is a

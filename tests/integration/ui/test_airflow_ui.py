@@ -86,6 +86,7 @@ def ui_stack(stack, first_run, tmp_path_factory):
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(tmp / "logs" / "airflow"),
         "TAXI_TRAINING_CRON": "none",
+        "TAXI_EPOCHS": "5",  # the UI test needs a run that succeeds, not a better model: a shorter train task
         "TAXI_MODEL_NAME": UI_MODEL,
         "TAXI_FEAST_DIR": str(feast),  # the session's offline store (read only) with its own registry and online store
         "TAXI_WORK_DIR": str(tmp / "var"),
