@@ -1,7 +1,8 @@
 """Benchmark the prediction service (BentoML) against its floor, measured in the same run.
 
 - In process (no HTTP): a raw pipelined Redis read of the same keys Feast reads, and the
-  service's own work (`FareService.predict`: Feast lookup + traced transform + model).
+  service's own work (`FareService.predict`: store read + transform + model), with the default
+  scorer (numpy) and with the traced TensorFlow graph (`TAXI_SCORER=graph`), same run.
 - Over HTTP with `wrk` (concurrency 1, 8 and 32; single trips and batches of 100): the BentoML
   service and a bare uvicorn app doing the same work with the same model (benchmarks/bare_app.py).
   The two servers run one after the other, never side by side.

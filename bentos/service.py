@@ -64,6 +64,7 @@ ops = FastAPI(title="operations")
     http={"host": "127.0.0.1", "port": 3000},
     logging={"access": {"enabled": SERVE.access_log}},
     metrics={"enabled": SERVE.metrics},
+    tracing={} if SERVE.tracing else {"excluded_urls": ["/predict", "/predict_batch"]},
 )
 @bentoml.asgi_app(ops, path="/ops")
 class TaxiFareService:

@@ -211,6 +211,9 @@ class ServeConfig:
     # a third of a single-trip request here, and every prediction is already in the prediction log.
     access_log: bool = False
     metrics: bool = True  # TAXI_SERVE_METRICS: BentoML's Prometheus /metrics
+    # TAXI_SERVE_TRACING: OpenTelemetry spans for /predict and /predict_batch (BentoML's tracing
+    # middleware is ~15% of a small request's CPU; no exporter is configured here by default).
+    tracing: bool = False
 
     @classmethod
     def from_env(cls) -> ServeConfig:
@@ -224,6 +227,7 @@ class ServeConfig:
             reload_token=os.environ.get("TAXI_RELOAD_TOKEN") or None,
             access_log=env_bool("TAXI_SERVE_ACCESS_LOG", False),
             metrics=env_bool("TAXI_SERVE_METRICS", True),
+            tracing=env_bool("TAXI_SERVE_TRACING", False),
         )
 
 

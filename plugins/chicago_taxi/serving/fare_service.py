@@ -1,5 +1,6 @@
 """The prediction service's logic, framework-free: champion model from MLflow, online features
-from Redis through Feast, the saved transform graph, the model.
+from Redis in Feast's layout, the transform and the model (in numpy, `model.fast_path`, held to
+the saved graph; or the traced graph itself).
 
 `bentos/service.py` (BentoML) and `benchmarks/bare_app.py` (plain uvicorn, the benchmark's floor)
 both wrap one `FareService`, so they do exactly the same work per request.
@@ -9,7 +10,8 @@ Behaviour a caller can rely on:
   inputs (`schema.REPAIRS`: zero seconds, an implausible speed, a point outside Chicago, ...).
 - A batch is validated trip by trip (`predict_each`): a trip that cannot be interpreted gets an
   error entry in its place, the others are scored.
-- Store features come from one Feast call per request (single or batch). A trip whose entity has
+- Store features come from one online store read per request (single or batch: with Redis, one
+  pipelined round trip in Feast's layout, `features.redis_reader`). A trip whose entity has
   no value, or a value past the view's TTL, is scored with the training defaults, and the
   answer names those features in `features_defaulted`.
 - Redis down: the answer is still a fare, flagged `"degraded": true`, with every store feature
@@ -24,7 +26,7 @@ Behaviour a caller can rely on:
   answers and the challenger is scored on the same trips; "split", the challenger answers
   `challenger_share` of trips chosen by trip id (`serving.routing.challenger_serves`: the same trip
   always goes to the same model, in the stream and in the HTTP service) and the other model is
-  scored in shadow. So with A/B on both models are scored on every trip, with one Feast lookup;
+  scored in shadow. So with A/B on both models are scored on every trip, with one store read;
   the answer names the model that answered (`model_name`, `model_version`, `variant`) and lists
   the shadow predictions in `shadow`. A/B is inactive (the champion answers, `health()["ab"]`
   says why) when no version holds `@challenger`, when it is the champion's version, or when the

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from chicago_taxi.core import schema
 from chicago_taxi.core.config import load_settings
 from chicago_taxi.features import aggregates
 from chicago_taxi.features import store as feast_store
@@ -209,6 +210,24 @@ def test_view_naming_a_missing_column_fails_apply_with_its_name(store_settings, 
     )
     with pytest.raises(feast_store.FeatureDefinitionError, match="bad_view.*no_such_column"):
         feast_store.check_definitions(objects + [bad_view])
+
+
+def test_the_asof_join_equals_feasts_historical_retrieval(store_settings):
+    """The training join's default engine (one merge_asof per view, linear) against Feast's file
+    offline store (`TAXI_HISTORICAL_JOIN=feast`): the same value, or the same absence, for every
+    trip and feature, unknown keys and trips before any row included."""
+    settings, valid, _, _ = store_settings
+    shared = valid[valid.duplicated(["pickup_community_area", "trip_start_timestamp"], keep=False)].head(60)
+    odd = valid.head(5).assign(pickup_community_area=[np.nan, 99, 77, np.nan, 1], company=[None, "Nobody Cab", "  ", None, "Flash Cab"])
+    sample = pd.concat([valid.sample(1500, random_state=7), shared, odd, valid.nsmallest(20, "trip_start_timestamp")], ignore_index=True)
+    asof = feast_store.historical_features(sample, settings, engine="asof")
+    feast = feast_store.historical_features(sample, settings, engine="feast")
+    assert list(asof.columns) == list(feast.columns) and len(asof) == len(sample)
+    for feature in schema.STORE_FEATURES:
+        np.testing.assert_array_equal(asof[feature].to_numpy(float), feast[feature].to_numpy(float), err_msg=feature)
+    assert asof["area_trips_7d"].notna().sum() > 500 and asof["area_trips_7d"].isna().any()
+    with pytest.raises(ValueError, match="TAXI_HISTORICAL_JOIN"):
+        feast_store.historical_features(sample.head(3), settings, engine="spark?")
 
 
 def test_historical_join_matches_the_offline_rows_point_in_time(store_settings):
