@@ -74,6 +74,9 @@ format: venv ## ruff: fix what is safe to fix and format the tree
 bench: init ## benchmark each training task on the full 15k trips
 	@$(ENV) python benchmarks/bench_training.py
 
+bench-scaling: init ## each training task at 15k, 150k and 1.5M resampled trips: wall time, peak memory, growth (BENCH_ARGS="--sizes 15000,150000")
+	@$(ENV) python benchmarks/bench_scaling.py $(BENCH_ARGS)
+
 bench-monitoring: init ## taxi_monitoring's window task on 10,000 predictions vs bare pandas figures
 	@$(ENV) python benchmarks/bench_monitoring.py $(BENCH_ARGS)
 
@@ -103,4 +106,4 @@ clean: ## remove runtime state (Airflow DB, MLflow store, Bentos, run outputs, r
 	rm -rf var mlflow reports logs
 
 PHONY_EXTRA := backfill serve bench-serving bench-features bench-streaming materialize services services-stop kafka kafka-stop replay predictions
-.PHONY: $(PHONY_EXTRA) help venv init run test test-fast lint format bench airflow-ui airflow-stop mlflow-ui mlflow-server deploy-check suites clean monitor bench-monitoring
+.PHONY: $(PHONY_EXTRA) help venv init run test test-fast lint format bench airflow-ui airflow-stop mlflow-ui mlflow-server deploy-check suites clean monitor bench-monitoring bench-scaling

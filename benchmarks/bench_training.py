@@ -44,18 +44,24 @@ def pandas_transform_baseline(train_path: Path, holdout_path: Path) -> float:
     return time.perf_counter() - started
 
 
+def isolated_env(tmp: Path) -> dict[str, str]:
+    """A benchmark pipeline's state, all under `tmp`: runs, reports, logs, MLflow, BentoML and the
+    feature store (your own registry and stores are untouched)."""
+    return {
+        "TAXI_WORK_DIR": str(tmp / "var"),
+        "TAXI_REPORTS_DIR": str(tmp / "reports"),
+        "TAXI_LOGS_DIR": str(tmp / "logs"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
+        "TAXI_MLFLOW_ARTIFACTS": str(tmp / "artifacts"),
+        "BENTOML_HOME": str(tmp / "bentoml"),
+        "TAXI_FEAST_DIR": str(tmp / "feast"),
+        "TAXI_FEATURES_DIR": str(tmp / "features"),
+    }
+
+
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="taxi-bench-"))
-    os.environ.update(
-        TAXI_WORK_DIR=str(tmp / "var"),
-        TAXI_REPORTS_DIR=str(tmp / "reports"),
-        TAXI_LOGS_DIR=str(tmp / "logs"),
-        MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
-        TAXI_MLFLOW_ARTIFACTS=str(tmp / "artifacts"),
-        BENTOML_HOME=str(tmp / "bentoml"),
-        TAXI_FEAST_DIR=str(tmp / "feast"),
-        TAXI_FEATURES_DIR=str(tmp / "features"),
-    )
+    os.environ.update(isolated_env(tmp))
     from chicago_taxi.core.config import load_settings
     from chicago_taxi.features import steps as feature_steps
     from chicago_taxi.ingest import extract

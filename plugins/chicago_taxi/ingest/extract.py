@@ -29,6 +29,18 @@ def _epoch_of_wall_clock(moment: datetime) -> int:
     return int(moment.replace(tzinfo=UTC).timestamp())
 
 
+def start_stamps(trips: pd.DataFrame, source: str, error: type[ValueError] = ExtractError) -> pd.Series:
+    """The trips' start times as epoch seconds; `error`, naming `source`, when the column is
+    missing or holds anything but numbers."""
+    if schema.TIMESTAMP not in trips.columns:
+        raise error(f"{source} has no {schema.TIMESTAMP!r} column, so trips cannot be windowed; columns: {list(trips.columns)}")
+    stamps = pd.to_numeric(trips[schema.TIMESTAMP], errors="coerce")
+    if stamps.isna().any():
+        bad = trips.loc[stamps.isna(), schema.TIMESTAMP].head(3).tolist()
+        raise error(f"{int(stamps.isna().sum())} rows of {source} have a non-numeric {schema.TIMESTAMP} (e.g. {bad}); expected epoch seconds")
+    return stamps
+
+
 def read_raw_zone(raw_dir: Path) -> pd.DataFrame:
     parts = sorted(raw_dir.glob("year_month=*/trips.parquet"))
     if not parts:
@@ -43,12 +55,7 @@ def extract(run_id: str, data_interval_end: datetime, settings: Settings | None 
     if not settings.source_csv.exists():
         raise ExtractError(f"source file not found: {settings.source_csv}")
     trips = pd.read_csv(settings.source_csv)
-    if schema.TIMESTAMP not in trips.columns:
-        raise ExtractError(f"{settings.source_csv} has no {schema.TIMESTAMP!r} column, so trips cannot be windowed; columns: {list(trips.columns)}")
-    stamps = pd.to_numeric(trips[schema.TIMESTAMP], errors="coerce")
-    if stamps.isna().any():
-        bad = trips.loc[stamps.isna(), schema.TIMESTAMP].head(3).tolist()
-        raise ExtractError(f"{int(stamps.isna().sum())} rows have a non-numeric {schema.TIMESTAMP} (e.g. {bad}); expected epoch seconds")
+    stamps = start_stamps(trips, str(settings.source_csv))
     end = _epoch_of_wall_clock(data_interval_end)
     keep = stamps < end
     if settings.lookback_days is not None:
