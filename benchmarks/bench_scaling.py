@@ -24,7 +24,7 @@ also in a child process; it grows linearly.
 Growth: per task the exponent k in t ~ n^k between consecutive sizes, log(t2/t1)/log(n2/n1);
 a task is "linear or better" when k <= 1.15 between the two largest sizes.
 
-    python benchmarks/bench_scaling.py [--sizes 15000,150000,1500000] [--epochs 40] [--with-bento]
+    python benchmarks/bench_scaling.py [--sizes 15000,150000,1500000] [--epochs 5] [--with-bento]
     python benchmarks/bench_scaling.py --render-only      # table and plot again from the JSON
 """
 
@@ -70,6 +70,10 @@ JOIN_ASOF = "join_asof"
 LINEAR_LIMIT = 1.15  # growth exponent up to which a task counts as linear (noise on a shared 2-core box)
 SLOW_TASK_SECONDS = 25 * 60
 POLL_SECONDS = 0.5
+# Not the pipeline's 40 (TAXI_EPOCHS): at 40, training the two models on 1.2M trips would take ~50
+# minutes on 2 cores (375k steps at ~8 ms: one model's 5 epochs took 191 s), past the 25 minutes a
+# task may take here. The same epochs at every size: each task's growth is its growth in trips.
+DEFAULT_EPOCHS = 5
 DEFAULT_JSON = ROOT / "reports" / "benchmarks" / "training_scaling.json"
 DEFAULT_PLOT = ROOT / "docs" / "training-scaling.png"
 RUN_ID = "bench-scaling"
@@ -129,7 +133,7 @@ def _join_asof_task() -> dict:
             nan_mismatches += int((np.isnan(a) != np.isnan(b)).sum())
             both = ~np.isnan(a) & ~np.isnan(b)
             max_diff = max(max_diff, float(np.abs(a[both] - b[both]).max()) if both.any() else 0.0)
-        facts |= {"matches_feast": nan_mismatches == 0 and max_diff == 0.0, "nan_mismatches": nan_mismatches, "max_abs_diff": max_diff}
+        facts |= {"matches_task_output": nan_mismatches == 0 and max_diff == 0.0, "nan_mismatches": nan_mismatches, "max_abs_diff": max_diff}
     else:
         # Feast's join did not finish: the later tasks read this one instead.
         joined.to_parquet(feast_path, index=False)
@@ -350,9 +354,14 @@ def exponent(n1: int, t1: float, n2: int, t2: float) -> float | None:
 
 
 def _rows(report: dict) -> list[str]:
-    """The table's and growth's rows: the pipeline's tasks, the merge_asof join, totals, floor."""
+    """The table's and growth's rows: the pipeline's tasks, the merge_asof join, totals, floor.
+    The total with the merge_asof join in the task's place only where the task used another
+    engine (TAXI_HISTORICAL_JOIN=feast); with the default it is the total again."""
     measured = {t for r in report["results"].values() for t in r["tasks"]}
-    return [*report["tasks"], *([JOIN_ASOF] if JOIN_ASOF in measured else []), TOTAL, TOTAL_ASOF, IO_FLOOR]
+    other_engine = report.get("historical_join_engine", "asof") != "asof" or any(
+        r.get("later_tasks_read_merge_asof_join") for r in report["results"].values()
+    )
+    return [*report["tasks"], *([JOIN_ASOF] if JOIN_ASOF in measured else []), TOTAL, *([TOTAL_ASOF] if other_engine else []), IO_FLOOR]
 
 
 def _completed_sizes(report: dict) -> list[int]:
@@ -477,7 +486,8 @@ def render_plot(report: dict, path: Path) -> None:
             continue
         label = PLOT_LABELS.get(task, task)
         ax_time.plot([p[0] for p in points], [p[1] for p in points], label=label, **styles[task])
-        ax_mem.plot([p[0] for p in points], [p[2] for p in points], label=label, **styles[task])
+        if task not in (TOTAL, TOTAL_ASOF):  # their memory is one task's peak, already drawn
+            ax_mem.plot([p[0] for p in points], [p[2] for p in points], label=label, **styles[task])
         bound = report["growth"][task]["stopped"]
         if bound:  # where it was stopped: an arrow up from how far it got
             stopped = report["results"][str(bound["to"])]["tasks"][task]
@@ -549,15 +559,20 @@ def print_summary(report: dict) -> None:
         if result.get("later_tasks_read_merge_asof_join"):
             print(f"{n:,} trips: the tasks after join_store_features read the merge_asof join ({JOIN_ASOF}) instead of Feast's")
         checked = result["tasks"].get(JOIN_ASOF, {}).get("facts", {})
-        if "matches_feast" in checked:
+        matches = checked.get("matches_task_output", checked.get("matches_feast"))  # earlier runs named it matches_feast
+        if matches is not None:
+            engine = report.get("historical_join_engine", "asof")
             print(
-                f"{n:,} trips: merge_asof join {'equals' if checked['matches_feast'] else 'DIFFERS FROM'} Feast's "
+                f"{n:,} trips: join_store_features' output ({engine} engine) {'equals' if matches else 'DIFFERS FROM'} the direct merge_asof join "
                 f"(NaN mismatches {checked['nan_mismatches']}, max abs diff {checked['max_abs_diff']:g})"
             )
         slow = [t for t in report["tasks"] if (_measure(report, n, t, "seconds") or 0) > SLOW_TASK_SECONDS]
         if slow:
             print(f"{n:,} trips: over 25 minutes: {', '.join(slow)}")
-    print(f"epochs: {report['epochs']} at every size; machine: {report['machine']['cpus']} cores, shared with other work, so figures are noisy")
+    print(
+        f"epochs: {report['epochs']} at every size (the pipeline trains {report.get('pipeline_epochs', 40)}: see DEFAULT_EPOCHS); "
+        f"machine: {report['machine']['cpus']} cores, shared with other work, so figures are noisy"
+    )
     if report.get("wall_seconds"):
         print(f"whole benchmark: {report['wall_seconds'] / 60:.1f} min")
 
@@ -566,7 +581,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default=",".join(str(s) for s in DEFAULT_SIZES), help="comma-separated trip counts")
     parser.add_argument("--seed", type=int, default=0, help="resampling seed")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs at every size (default TAXI_EPOCHS, else 40)")
+    parser.add_argument(
+        "--epochs", type=int, default=DEFAULT_EPOCHS, help="training epochs at every size (default 5, not the pipeline's 40: see DEFAULT_EPOCHS)"
+    )
     parser.add_argument("--with-bento", action="store_true", help="also time build_bento")
     parser.add_argument("--task-timeout", type=float, default=1800, help="seconds before a task is stopped (its size then ends there)")
     parser.add_argument("--max-memory-gb", type=float, default=None, help="a task holding more is stopped (default: 60%% of the RAM)")
@@ -598,7 +615,8 @@ def main(argv: list[str] | None = None) -> None:
     from chicago_taxi.core.config import load_settings
 
     sizes = sorted(int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip())
-    epochs = args.epochs or load_settings().epochs
+    epochs, pipeline_epochs = args.epochs, load_settings().epochs
+    engine = (os.environ.get("TAXI_HISTORICAL_JOIN", "") or "asof").strip().lower()
     tasks = [*TASKS, *(["build_bento"] if args.with_bento else [])]
     import psutil
 
@@ -608,6 +626,8 @@ def main(argv: list[str] | None = None) -> None:
         "sizes": sizes,
         "tasks": tasks,
         "epochs": epochs,
+        "pipeline_epochs": pipeline_epochs,
+        "historical_join_engine": engine,
         "seed": args.seed,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "code": {
@@ -625,7 +645,11 @@ def main(argv: list[str] | None = None) -> None:
         "note": args.note,
         "results": {},
     }
-    print(f"sizes {', '.join(f'{n:,}' for n in sizes)}; epochs {epochs} at every size; {os.cpu_count()} cores (shared: noisy figures)", flush=True)
+    print(
+        f"sizes {', '.join(f'{n:,}' for n in sizes)}; {epochs} epochs at every size (the pipeline trains {pipeline_epochs}); "
+        f"training join engine {engine}; {os.cpu_count()} cores (shared: noisy figures)",
+        flush=True,
+    )
     wall_started = time.perf_counter()
     for n in sizes:
         report["results"][str(n)] = run_size(n, tasks, args.seed, epochs, args.task_timeout, max_memory_mb, args.keep, not args.no_join_substitute)
