@@ -231,6 +231,27 @@ class ServeConfig:
         )
 
 
+# ---------------------------------------------------------------- scoring and the training join
+def choice_from_env(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    """One of `allowed` from the environment (case-insensitive); unset or empty gives `default`."""
+    choice = os.environ.get(name, "").strip().lower() or default
+    if choice not in allowed:
+        raise ValueError(f"{name}={choice!r}: expected {' or '.join(allowed)}")
+    return choice
+
+
+def scorer_choice() -> str:
+    """TAXI_SCORER: "auto" (default: the numpy path where the model allows it, else the traced
+    TensorFlow graph) or "graph" (always the graph)."""
+    return choice_from_env("TAXI_SCORER", "auto", ("auto", "graph"))
+
+
+def historical_join_engine() -> str:
+    """TAXI_HISTORICAL_JOIN: the training set's point-in-time join, "asof" (default: merge_asof
+    over the offline store's files) or "feast" (Feast's get_historical_features)."""
+    return choice_from_env("TAXI_HISTORICAL_JOIN", "asof", ("asof", "feast"))
+
+
 # ---------------------------------------------------------------- monitoring
 DEFAULT_MONITORING_GROUP = "taxi-monitoring"
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from chicago_taxi.core import schema
-from chicago_taxi.core.config import Settings, load_settings
+from chicago_taxi.core.config import Settings, historical_join_engine, load_settings
 from chicago_taxi.features.aggregates import EVENT_TIMESTAMP, entity_keys
 
 log = logging.getLogger(__name__)
@@ -228,11 +228,11 @@ def historical_features(trips: pd.DataFrame, settings: Settings | None = None, e
     whose join grows with trips x rows per key (15k trips: 50 s; 150k did not finish in 25 min,
     `make bench-scaling`). A test holds both to the same values on the sample."""
     settings = settings or load_settings()
-    engine = (engine or os.environ.get("TAXI_HISTORICAL_JOIN", "") or "asof").strip().lower()
+    engine = engine or historical_join_engine()
     if engine == "asof":
         return historical_features_asof(trips, settings)
     if engine != "feast":
-        raise ValueError(f"TAXI_HISTORICAL_JOIN={engine!r}: expected asof or feast")
+        raise ValueError(f"historical join engine {engine!r} (TAXI_HISTORICAL_JOIN): expected asof or feast")
     return historical_features_feast(trips, settings)
 
 

@@ -7,27 +7,18 @@ what is measured on the holdout is exactly what is served.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from chicago_taxi.core.config import scorer_choice
 from chicago_taxi.core.schema import MIN_FARE, REPAIRS_OUTPUT
 
 log = logging.getLogger(__name__)
 
 TRANSFORM_ARTIFACT = "transform_graph"
 MODEL_ARTIFACT = "keras_model"
-
-
-def scorer_choice() -> str:
-    """TAXI_SCORER: "auto" (default: the numpy path where the model allows it, else the graph)
-    or "graph" (always the traced TensorFlow graph)."""
-    choice = os.environ.get("TAXI_SCORER", "auto").strip().lower() or "auto"
-    if choice not in ("auto", "graph"):
-        raise ValueError(f"TAXI_SCORER={choice!r}: expected auto or graph")
-    return choice
 
 
 class FarePredictor:

@@ -31,3 +31,17 @@ def test_config_reads_the_environment_and_names_a_bad_value(monkeypatch):
     monkeypatch.delenv("TAXI_STREAM_GROUP")
     monkeypatch.delenv("TAXI_STREAM_MAX_BAD_SHARE")
     assert core_config.StreamConfig.from_env().group == "taxi-scoring"
+
+
+def test_scorer_and_join_engine_choices_default_and_refuse_unknown_values(monkeypatch):
+    from chicago_taxi.core.config import historical_join_engine, scorer_choice
+
+    monkeypatch.delenv("TAXI_SCORER", raising=False)
+    monkeypatch.setenv("TAXI_HISTORICAL_JOIN", " ")
+    assert (scorer_choice(), historical_join_engine()) == ("auto", "asof")
+    monkeypatch.setenv("TAXI_SCORER", "Graph")
+    monkeypatch.setenv("TAXI_HISTORICAL_JOIN", "FEAST")
+    assert (scorer_choice(), historical_join_engine()) == ("graph", "feast")
+    monkeypatch.setenv("TAXI_SCORER", "numba")
+    with pytest.raises(ValueError, match="TAXI_SCORER='numba': expected auto or graph"):
+        scorer_choice()
