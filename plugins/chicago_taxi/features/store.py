@@ -212,10 +212,14 @@ def online_features(store, trips: pd.DataFrame, data_now: datetime) -> tuple[pd.
             stamps = pd.to_datetime(pd.Series(response.get(f"{feature}__ts", [None] * len(rows)), dtype="float64"), unit="s", utc=True)
             expired = stamps.isna() | (stamps < pd.Timestamp(data_now) - timedelta(minutes=view.window_minutes))
             out[feature] = values.where(~expired)
-    missing = out.isna().to_numpy()
-    names = np.array(schema.STORE_FEATURES)
-    defaulted = [names[row].tolist() for row in missing]
-    return out, defaulted
+    return out, defaulted_features({f: out[f].to_numpy(dtype=float) for f in schema.STORE_FEATURES})
+
+
+def defaulted_features(values: dict[str, np.ndarray]) -> list[list[str]]:
+    """Per trip, the store features it has no value for (NaN: the model fills the training default)."""
+    names = list(schema.STORE_FEATURES)
+    missing = np.isnan(np.stack([np.asarray(values[f], dtype=float) for f in names], axis=1))
+    return [[name for name, absent in zip(names, row) if absent] for row in missing.tolist()]
 
 
 def historical_features(trips: pd.DataFrame, settings: Settings | None = None, engine: str | None = None) -> pd.DataFrame:

@@ -189,7 +189,7 @@ class OnlineStoreClient:
         """Store features per trip (each feature an array, NaN where absent or expired) and the
         names each trip lacks, or (None, None) when the store cannot answer."""
         from chicago_taxi.features.aggregates import record_entity_keys
-        from chicago_taxi.features.store import online_features
+        from chicago_taxi.features.store import defaulted_features, online_features
 
         if time.monotonic() < self._down_until:
             return None, None
@@ -197,8 +197,9 @@ class OnlineStoreClient:
         try:
             if self.reader is not None:
                 values = self.reader.read(record_entity_keys(trips), data_now)
+                defaulted = defaulted_features(values)
             else:
-                frame, _ = online_features(self.store, pd.DataFrame.from_records(trips), data_now)
+                frame, defaulted = online_features(self.store, pd.DataFrame.from_records(trips), data_now)
                 values = {f: frame[f].to_numpy(dtype=np.float64) for f in schema.STORE_FEATURES}
         except Exception as exc:  # redis.ConnectionError, TimeoutError, sqlite errors: all mean "no store"
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -208,7 +209,7 @@ class OnlineStoreClient:
         if self.last_error is not None:
             log.info("online store %s answers again", self.address)
         self.last_error = None
-        return values, defaulted_features(values)
+        return values, defaulted
 
     def ping(self) -> bool:
         try:
@@ -216,13 +217,6 @@ class OnlineStoreClient:
         except Exception:  # pragma: no cover - lookup never raises
             return False
         return self.last_error is None and time.monotonic() >= self._down_until
-
-
-def defaulted_features(values: dict[str, np.ndarray]) -> list[list[str]]:
-    """Per trip, the store features it has no value for (the model fills the training default)."""
-    names = list(schema.STORE_FEATURES)
-    missing = np.isnan(np.stack([values[f] for f in names], axis=1))
-    return [[name for name, absent in zip(names, row) if absent] for row in missing.tolist()]
 
 
 class FareService:

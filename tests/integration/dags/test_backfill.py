@@ -39,12 +39,7 @@ REPROCESSED_FROM_HOUR = 9  # the reprocess test backfills hours 9-14 of the day 
 DAG_START = datetime(2024, 1, 1, tzinfo=UTC)  # start_date of the materialization DAGs
 TIMINGS = Timings("summary")
 timed = TIMINGS.timed
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_timings():
-    yield
-    print(TIMINGS.summary(), flush=True)
+report_timings = TIMINGS.report_fixture()
 
 
 # ---------------------------------------------------------------- the stack and the offline store

@@ -45,12 +45,7 @@ BACKFILL_HOURS = 3
 UI_TIMEOUT_MS = 60_000
 TIMINGS = Timings("ui summary")
 timed = TIMINGS.timed
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_timings():
-    yield
-    print(TIMINGS.summary(), flush=True)
+report_timings = TIMINGS.report_fixture()
 
 
 # ---------------------------------------------------------------- the stack
