@@ -145,7 +145,13 @@ class SavedAnalyzers:
 
 class NumpyNetwork:
     """A saved functional Keras model evaluated in numpy, from its config and weights. Knows the
-    layers `model.network` builds; any other layer type raises `Unavailable`."""
+    layers `model.network` builds; any other layer type raises `Unavailable`.
+
+    It computes in float64 although the weights are float32: a float32 product's last bits depend
+    on how many rows BLAS multiplies at once, and a fare rounded to cents then differs between a
+    trip sent alone and the same trip in a batch (seen once in CI: 18.21 against 18.22). In
+    float64 the batch-size noise is about 1e-16 of the fare, far below a cent's rounding edge,
+    and the result stays within `TOLERANCE` of the float32 graph."""
 
     def __init__(self, model):
         config = model.get_config()
@@ -153,7 +159,7 @@ class NumpyNetwork:
         self.steps = []  # (layer name, class, inbound layer names, weights, config) in graph order
         for layer in config["layers"]:
             inbound = [_history(t) for node in layer.get("inbound_nodes", []) for t in _tensors(node)]
-            weights = [np.asarray(w, dtype=np.float32) for w in model.get_layer(layer["name"]).get_weights()]
+            weights = [np.asarray(w, dtype=np.float64) for w in model.get_layer(layer["name"]).get_weights()]
             self.steps.append((layer["name"], layer["class_name"], inbound, weights, layer["config"]))
             if layer["class_name"] not in _LAYERS:
                 raise Unavailable(f"layer {layer['name']} of type {layer['class_name']} has no numpy form")
@@ -200,7 +206,7 @@ def _relu(args, weights, config, _):
         raise Unavailable("a ReLU with a slope or threshold")
     max_value = config.get("max_value")
     out = np.maximum(args[0], 0.0)
-    return out if max_value is None else np.minimum(out, np.float32(max_value))
+    return out if max_value is None else np.minimum(out, np.float64(max_value))
 
 
 def _input(args, weights, config, given):
@@ -243,9 +249,9 @@ class FastScorer:
 
     def __call__(self, features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         transformed = self.transform(features)
-        inputs = {"dense_features": np.stack([transformed[n].astype(np.float32, copy=False) for n in self.dense], axis=1)}
+        inputs = {"dense_features": np.stack([transformed[n].astype(np.float64) for n in self.dense], axis=1)}
         inputs.update({n: transformed[n] for n in self.categorical})
-        inputs.update({n: transformed[n].astype(np.float32, copy=False) for n in self.scales})
+        inputs.update({n: transformed[n].astype(np.float64) for n in self.scales})
         return self.network(inputs), transformed[REPAIRS_OUTPUT]
 
 

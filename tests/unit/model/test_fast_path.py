@@ -93,6 +93,17 @@ def test_a_graph_without_recorded_parameters_is_scored_by_tensorflow(transform_r
     assert FarePredictor(transform_run[2].transform_dir, predictor.model_path).fast is None
 
 
+def test_a_trip_scored_alone_gets_the_fare_it_gets_in_a_batch(predictor, transform_run):
+    """The service answers a batch of 100 exactly as 100 single requests. BLAS multiplies a
+    batch in another order than one row, so the network runs in float64, where that order moves
+    a fare by about 1e-16 rather than across a cent (it did once in float32: 18.21 against 18.22)."""
+    rows = all_rows(transform_run).head(300)
+    batch, _ = predictor.fast(raw_frame_to_features(rows))
+    alone = np.concatenate([predictor.fast(raw_frame_to_features(rows.iloc[[i]]))[0] for i in range(len(rows))])
+    assert batch.dtype == np.float64
+    np.testing.assert_allclose(alone, batch, rtol=1e-12, atol=1e-12)
+
+
 def test_the_numpy_network_equals_keras(predictor):
     from chicago_taxi.model.network import kinds_of_model, model_inputs
 
