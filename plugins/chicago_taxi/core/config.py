@@ -252,6 +252,30 @@ def historical_join_engine() -> str:
     return choice_from_env("TAXI_HISTORICAL_JOIN", "asof", ("asof", "feast"))
 
 
+# ---------------------------------------------------------------- scale-out: Spark and Beam runners
+def offline_engine() -> str:
+    """TAXI_OFFLINE_ENGINE: where the taxi_features aggregates and the training set's point-in-time
+    join run: "pandas" (default: in the task's process) or "spark" (`features.spark_engine`, on the
+    Spark master TAXI_SPARK_MASTER)."""
+    return choice_from_env("TAXI_OFFLINE_ENGINE", "pandas", ("pandas", "spark"))
+
+
+def spark_master() -> str:
+    """TAXI_SPARK_MASTER: the Spark master URL (default local[*]: one JVM on this machine;
+    local-cluster[N,cores,MB] starts N separate executor processes, spark://host:7077 a cluster)."""
+    return os.environ.get("TAXI_SPARK_MASTER", "").strip() or "local[*]"
+
+
+def beam_pipeline_args() -> list[str]:
+    """TAXI_BEAM_OPTIONS: Beam pipeline options for the tf.Transform step, as on a command line
+    (e.g. "--runner=FlinkRunner --flink_master=host:8081 --environment_type=LOOPBACK"). Unset:
+    the in-process DirectRunner with one worker."""
+    import shlex
+
+    given = os.environ.get("TAXI_BEAM_OPTIONS", "").strip()
+    return shlex.split(given) if given else ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+
+
 # ---------------------------------------------------------------- monitoring
 DEFAULT_MONITORING_GROUP = "taxi-monitoring"
 
