@@ -83,8 +83,11 @@ bench-monitoring: init ## taxi_monitoring's window task on 10,000 predictions vs
 bench-features: init ## Feast materialization and online lookups vs raw redis-py on a real Redis
 	@$(ENV) python benchmarks/bench_feature_store.py
 
-airflow-ui: venv ## the live stack: MLflow server on 127.0.0.1:5000 and Airflow (UI, scheduler, DAG processor, triggerer) on 127.0.0.1:8080, both on PostgreSQL
-	@export TAXI_AIRFLOW_DB=postgres TAXI_MLFLOW=server && $(ENV) scripts/postgres.sh start && $(ENV) scripts/mlflow_server.sh start \
+EXECUTOR ?= local
+WORKERS ?= 2
+airflow-ui: venv ## the live stack: MLflow server on 127.0.0.1:5000 and Airflow (UI, scheduler, DAG processor, triggerer) on 127.0.0.1:8080, both on PostgreSQL; EXECUTOR=celery WORKERS=2 adds Celery workers (broker: Redis db 1)
+	@export TAXI_AIRFLOW_DB=postgres TAXI_MLFLOW=server TAXI_EXECUTOR=$(EXECUTOR) TAXI_CELERY_WORKERS=$(WORKERS) && $(ENV) scripts/postgres.sh start \
+	  && { [ "$(EXECUTOR)" != celery ] || scripts/redis.sh start; } && $(ENV) scripts/mlflow_server.sh start \
 	  && $(ENV) scripts/init_airflow.sh && $(ENV) scripts/airflow_stack.sh start
 
 airflow-stop: ## stop the live stack started by airflow-ui (Airflow, the MLflow server, PostgreSQL)

@@ -11,6 +11,8 @@ parse and validate every message (schema module + the GX raw suite's row expecta
 letter the bad ones with the reason and their partition/offset, push features through the Feast
 push source, score with the MLflow champion, publish to taxi-predictions / taxi-features, and
 only then commit (`chicago_taxi.streaming.batch`). At least once, idempotent by trip_id.
+With TAXI_STREAM_SCORERS=N the drain is one mapped task per scorer, each on its own partitions
+of the raw topic (partition p to scorer p mod N), side by side.
 
 A run that fails before its commit leaves the offsets where they were: the retry, or the next
 run, processes the same messages again.
@@ -22,10 +24,12 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, AssetWatcher, dag, task
 
+from chicago_taxi.core.config import StreamConfig
 from chicago_taxi.ingest.topics import RAW_TRIPS, bootstrap_servers
 from chicago_taxi.orchestration.tasks import stream_drain
 from chicago_taxi.orchestration.trigger import RawTripsWakeUpTrigger
 
+SCORERS = StreamConfig.from_env().scorers  # TAXI_STREAM_SCORERS (default 1)
 KAFKA_CONN_ID = "taxi_kafka_trigger"  # scripts/env.sh defines it as AIRFLOW_CONN_TAXI_KAFKA_TRIGGER
 
 raw_trips = Asset(
@@ -50,10 +54,13 @@ raw_trips = Asset(
 )
 def taxi_stream():
     @task
-    def drain_and_score(**context):
-        return stream_drain(context)
+    def drain_and_score(scorer: int = 0, **context):
+        return stream_drain(context, scorer, SCORERS)
 
-    drain_and_score()
+    if SCORERS == 1:
+        drain_and_score()
+    else:  # one mapped task per scorer, each on its own partitions; they run side by side
+        drain_and_score.expand(scorer=list(range(SCORERS)))
 
 
 taxi_stream()

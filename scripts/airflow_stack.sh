@@ -9,16 +9,25 @@
 #   AIRFLOW__API__PORT      API server / UI port on 127.0.0.1 (default 8080); the execution API URL must match
 #   AIRFLOW_STACK_TIMEOUT   seconds to wait for every component to report healthy (default 180)
 #   AIRFLOW_STACK_LOGDIR    where the component logs go (default $AIRFLOW_HOME/logs/stack)
+#   TAXI_EXECUTOR           local (default) or celery: then also TAXI_CELERY_WORKERS Celery workers
+#                           (default 2, named worker-1..N) on the Redis broker (scripts/executor_env.sh)
 # `start` returns once /api/v2/monitor/health reports the scheduler, DAG processor and triggerer
-# healthy with a heartbeat from this start; on failure it prints each component's log tail,
+# healthy with a heartbeat from this start (and every Celery worker has logged "ready"); on failure it prints each component's log tail,
 # stops the group and exits 1. `status` prints the health and exits 0 only when all are healthy.
 set -euo pipefail
+source "$(dirname "$0")/executor_env.sh"
 pidfile="$AIRFLOW_HOME/stack.pgid"
 logdir="${AIRFLOW_STACK_LOGDIR:-$AIRFLOW_HOME/logs/stack}"
 port="${AIRFLOW__API__PORT:-8080}"
 timeout="${AIRFLOW_STACK_TIMEOUT:-180}"
 health_url="http://127.0.0.1:$port/api/v2/monitor/health"
 components="api-server scheduler dag-processor triggerer"
+workers=""
+if [ "$AIRFLOW__CORE__EXECUTOR" = CeleryExecutor ]; then
+  for k in $(seq 1 "${TAXI_CELERY_WORKERS:-2}"); do workers="$workers worker-$k"; done
+  workers="${workers# }"
+  components="$components $workers"
+fi
 
 # Every process of the stack's session: the process group, plus task runners, which Airflow's
 # supervisor moves into process groups of their own (still inside the session setsid created).
@@ -38,6 +47,12 @@ def ok(name, beat):
     return part.get("status") == "healthy" and (beat is None or (part.get(beat) and datetime.fromisoformat(part[beat]).timestamp() >= since))
 sys.exit(0 if ok("metadatabase", None) and all(ok(c, f"latest_{c}_heartbeat") for c in ("scheduler", "dag_processor", "triggerer")) else 1)
 ' "${1:-0}" <<< "$body" 2>/dev/null
+}
+
+# Exit 0 when every Celery worker has logged that it is ready (connected to the broker, consuming).
+workers_ready() {
+  local w
+  for w in $workers; do grep -q "ready\." "$logdir/$w.log" 2>/dev/null || return 1; done
 }
 
 # Components whose process has exited (each one's pid is in $logdir/<component>.pid).
@@ -74,6 +89,17 @@ start() {
   mkdir -p "$logdir"
   rm -f "$logdir"/*.pid
   ensure_passwords
+  if [ -n "$workers" ]; then
+    [ -n "${AIRFLOW__CELERY__RESULT_BACKEND:-}" ] || {
+      echo "TAXI_EXECUTOR=celery needs the PostgreSQL metadata DB (TAXI_AIRFLOW_DB=postgres, as make airflow-ui sets); the DB is ${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-unset}" >&2; exit 1; }
+    redis-cli -u "$AIRFLOW__CELERY__BROKER_URL" ping >/dev/null 2>&1 || {
+      echo "the Celery broker $AIRFLOW__CELERY__BROKER_URL does not answer: start Redis first (scripts/redis.sh start ${REDIS_PORT:-6379})" >&2; exit 1; }
+  fi
+  local worker_cmds="" w
+  for w in $workers; do
+    worker_cmds="$worker_cmds
+    TAXI_WORKER_NAME=$w airflow celery worker --celery-hostname '$w@%h' --concurrency ${AIRFLOW__CELERY__WORKER_CONCURRENCY:-2} --skip-serve-logs > '$logdir/$w.log' 2>&1 & echo \$! > '$logdir/$w.pid'"
+  done
   local started; started=$(date +%s)
   # umask 077: what the components write (the generated password file, logs) is the owner's only.
   umask 077
@@ -82,22 +108,23 @@ start() {
     airflow api-server --host 127.0.0.1 --port $port > '$logdir/api-server.log' 2>&1 & echo \$! > '$logdir/api-server.pid'
     airflow scheduler --skip-serve-logs > '$logdir/scheduler.log' 2>&1 & echo \$! > '$logdir/scheduler.pid'
     airflow dag-processor > '$logdir/dag-processor.log' 2>&1 & echo \$! > '$logdir/dag-processor.pid'
-    airflow triggerer --skip-serve-logs > '$logdir/triggerer.log' 2>&1 & echo \$! > '$logdir/triggerer.pid'
+    airflow triggerer --skip-serve-logs > '$logdir/triggerer.log' 2>&1 & echo \$! > '$logdir/triggerer.pid'$worker_cmds
     wait" < /dev/null > /dev/null 2>&1 &
   echo $! > "$pidfile"
   echo -n "starting Airflow on 127.0.0.1:$port (logs in $logdir) "
   local waited=0 dead=""
   while [ "$waited" -lt "$timeout" ]; do
-    if healthy "$started"; then break; fi
+    if healthy "$started" && workers_ready; then break; fi
     sleep 1; waited=$((waited + 1))
     # a component that exits (port taken, bad config) will not come back: stop waiting
     if [ "$waited" -ge 3 ]; then dead=$(dead_components); [ -z "$dead" ] || break; fi
     [ $((waited % 5)) -ne 0 ] || echo -n "."
   done
   echo
-  if [ -n "$dead" ] || ! healthy "$started"; then
+  if [ -n "$dead" ] || ! healthy "$started" || ! workers_ready; then
     {
       if [ -n "$dead" ]; then echo "Airflow did not start: exited: $dead"
+      elif ! workers_ready; then echo "Celery workers ($workers) not ready within ${timeout}s (broker $AIRFLOW__CELERY__BROKER_URL)"
       else echo "Airflow did not report scheduler, dag_processor and triggerer healthy within ${timeout}s"; fi
       echo "last health: $(curl -s --max-time 5 "$health_url" 2>/dev/null || echo 'no answer')"
       log_tails 25
@@ -106,6 +133,7 @@ start() {
     exit 1
   fi
   echo "Airflow healthy after $(( $(date +%s) - started ))s (process group $(cat "$pidfile"))"
+  [ -z "$workers" ] || echo "Executor: CeleryExecutor, workers: $workers (concurrency ${AIRFLOW__CELERY__WORKER_CONCURRENCY:-2} each), broker $AIRFLOW__CELERY__BROKER_URL"
   login
   echo "Stop with: make airflow-stop"
 }

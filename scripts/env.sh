@@ -6,7 +6,6 @@ export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/var/airflow}"
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
 export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
-export AIRFLOW__CORE__EXECUTOR="${AIRFLOW__CORE__EXECUTOR:-LocalExecutor}"
 # 2 cores: the default 32 parallel workers take 1.4 GB for nothing.
 export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-4}"
 export AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG=4
@@ -28,6 +27,8 @@ case "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite}" in
   sqlite*) export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=chicago_taxi.orchestration.db.SQLITE_CONNECT_ARGS
            export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC=chicago_taxi.orchestration.db.SQLITE_CONNECT_ARGS_ASYNC ;;
 esac
+# The executor (TAXI_EXECUTOR=local|celery; `make airflow-ui EXECUTOR=celery WORKERS=2`): see executor_env.sh.
+source "$ROOT/scripts/executor_env.sh"
 # MLflow: the embedded SQLite store (`make run`, the default), or the tracking server the live stack
 # runs (scripts/mlflow_server.sh: PostgreSQL, artifacts over HTTP). TAXI_MLFLOW=server|sqlite picks;
 # unset, the server is used while this checkout's server runs (started by `make airflow-ui`).

@@ -138,3 +138,18 @@ def test_stream_dag_is_woken_by_the_shared_stream_trigger_on_the_raw_topic(dagba
     assert extra["enable.auto.commit"] == "false" and extra["group.id"] != os.environ.get("TAXI_STREAM_GROUP", "taxi-scoring")
     assert dag.is_paused_upon_creation is False and dag.max_active_runs == 1
     assert list(dag.task_dict) == ["drain_and_score"]
+
+
+def test_stream_dag_maps_its_drain_over_the_scorers_when_scaled_out(monkeypatch):
+    """TAXI_STREAM_SCORERS=3: one mapped drain task per scorer (the scorer index is what it maps
+    over); the default is the single, unmapped task above."""
+    import importlib.util
+
+    monkeypatch.setenv("TAXI_STREAM_SCORERS", "3")
+    spec = importlib.util.spec_from_file_location("taxi_stream_scaled", REPO_ROOT / "dags" / "taxi_stream.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dag = module.taxi_stream()
+    (task,) = dag.task_dict.values()
+    assert module.SCORERS == 3 and "MappedOperator" in type(task).__name__
+    assert task.op_kwargs_expand_input.value == {"scorer": [0, 1, 2]}

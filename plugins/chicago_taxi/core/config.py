@@ -98,8 +98,12 @@ class Settings:
 
     def run_dir(self, run_id: str) -> Path:
         """Working directory of one pipeline run: raw zone, quarantine, transform, model."""
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
-        return self.runs_dir / safe
+        return self.runs_dir / safe_run_id(run_id)
+
+
+def safe_run_id(run_id: str) -> str:
+    """An Airflow run id as a file name: what is not alphanumeric or -_. becomes _."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
 
 
 def load_settings() -> Settings:
@@ -174,6 +178,10 @@ class StreamConfig:
     # TAXI_STREAM_FUTURE_TOLERANCE_MINUTES: a trip may start at most this long after the data
     # time (clocks drift); a later start is dead-lettered.
     future_tolerance_minutes: float = 60.0
+    # TAXI_STREAM_SCORERS: scorers running side by side in the group, each on its own set of the
+    # raw topic's partitions (`kafka_io.partition_set`); the taxi_stream DAG maps its drain task
+    # over them. More scorers than partitions leave the extra ones idle.
+    scorers: int = 1
 
     @classmethod
     def from_env(cls) -> StreamConfig:
@@ -189,6 +197,7 @@ class StreamConfig:
             linger_seconds=env_float("TAXI_STREAM_LINGER_SECONDS", 10.0),
             max_run_seconds=env_float("TAXI_STREAM_MAX_RUN_SECONDS", 600.0),
             future_tolerance_minutes=env_float("TAXI_STREAM_FUTURE_TOLERANCE_MINUTES", 60.0),
+            scorers=max(1, int(env_float("TAXI_STREAM_SCORERS", 1))),
         )
 
 

@@ -60,7 +60,7 @@ def push_features(trips: list[dict], settings: Settings, config: StreamConfig, s
     push per entity the newest row when it is newer than the stored one."""
     import sqlite3
 
-    from redis.exceptions import RedisError
+    from redis.exceptions import LockError, RedisError
 
     from chicago_taxi.features.aggregates import CREATED, EVENT_TIMESTAMP
     from chicago_taxi.features.store import OnlineStoreUnavailable, feature_store
@@ -77,30 +77,31 @@ def push_features(trips: list[dict], settings: Settings, config: StreamConfig, s
     address = settings.redis_address if settings.online_store == "redis" else str(settings.feast_dir / "online.db")
     try:
         stream_log = open_stream_log(settings)
-        if not eligible.empty:
-            stream_log.add(eligible, [v.entity for v in views], config.log_retention_days * 86400)
         history = history_for(settings, config)
-        for view in views:
-            known = known_trips(batch, eligible, history, stream_log, view)
-            rows = stats_as_of(batch, known, view)
-            outcome.as_of[view.name] = rows
-            live = rows.dropna(subset=[EVENT_TIMESTAMP])
-            if live.empty:
-                continue
-            newest = live.sort_values(EVENT_TIMESTAMP).groupby(view.entity, sort=False).tail(1)
-            stored = stored_timestamps(store, view, newest[view.entity].tolist())
-            newer = newest[[stored[v] is None or t > stored[v] for v, t in zip(newest[view.entity], newest[EVENT_TIMESTAMP])]]
-            outcome.skipped += len(newest) - len(newer)
-            if newer.empty:
-                continue
-            frame = newer[[view.entity, EVENT_TIMESTAMP, *view.features]].copy()
-            for feature in view.features:
-                frame[feature] = frame[feature].astype(schema.FEATURE_SPECS[feature].dtype)
-            frame[CREATED] = pd.Timestamp.now(tz="UTC")
-            store.push(PUSH_SOURCE, frame.reset_index(drop=True))
-            outcome.pushed_rows += len(frame)
-            outcome.pushed_keys.update((view.name, v, t) for v, t in zip(frame[view.entity], frame[EVENT_TIMESTAMP]))
-    except (RedisError, sqlite3.Error) as exc:
+        with stream_log.lock():  # scorers side by side push one at a time (batch.py: scale-out)
+            if not eligible.empty:
+                stream_log.add(eligible, [v.entity for v in views], config.log_retention_days * 86400)
+            for view in views:
+                known = known_trips(batch, eligible, history, stream_log, view)
+                rows = stats_as_of(batch, known, view)
+                outcome.as_of[view.name] = rows
+                live = rows.dropna(subset=[EVENT_TIMESTAMP])
+                if live.empty:
+                    continue
+                newest = live.sort_values(EVENT_TIMESTAMP).groupby(view.entity, sort=False).tail(1)
+                stored = stored_timestamps(store, view, newest[view.entity].tolist())
+                newer = newest[[stored[v] is None or t > stored[v] for v, t in zip(newest[view.entity], newest[EVENT_TIMESTAMP])]]
+                outcome.skipped += len(newest) - len(newer)
+                if newer.empty:
+                    continue
+                frame = newer[[view.entity, EVENT_TIMESTAMP, *view.features]].copy()
+                for feature in view.features:
+                    frame[feature] = frame[feature].astype(schema.FEATURE_SPECS[feature].dtype)
+                frame[CREATED] = pd.Timestamp.now(tz="UTC")
+                store.push(PUSH_SOURCE, frame.reset_index(drop=True))
+                outcome.pushed_rows += len(frame)
+                outcome.pushed_keys.update((view.name, v, t) for v, t in zip(frame[view.entity], frame[EVENT_TIMESTAMP]))
+    except (RedisError, LockError, sqlite3.Error) as exc:
         raise OnlineStoreUnavailable(
             f"online store at {address} failed while pushing streamed features "
             f"({type(exc).__name__}: {exc}); nothing published or committed, the messages stay pending"

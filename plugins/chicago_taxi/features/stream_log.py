@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -38,6 +39,7 @@ from chicago_taxi.features.aggregates import EVENT_TIMESTAMP, compute_view, enti
 from chicago_taxi.ingest.messages import TRIP_ID
 from chicago_taxi.quality.rows import failed_rows_pandas, quarantine_expectations
 
+PUSH_LOCK_SECONDS = 120  # a push holds the lock well under a second per batch of 500
 LOG_COLUMNS = (TRIP_ID, schema.TIMESTAMP, schema.LABEL, "trip_miles", "trip_seconds", *(e.column for e in schema.ENTITIES if e.column))
 
 
@@ -69,6 +71,12 @@ class RedisStreamLog:
 
     def _keys(self, entity: str, value) -> tuple[str, str]:
         return redis_keys(self.PREFIX, entity, value)
+
+    def lock(self):
+        """Held around a batch's push (log, statistics, Feast push): scorers side by side push one
+        at a time, each seeing every trip pushed before it. Expires after PUSH_LOCK_SECONDS if
+        its holder dies; waiting longer than that raises redis' LockError (the batch is retried)."""
+        return self.client.lock(f"{self.PREFIX}:push-lock", timeout=PUSH_LOCK_SECONDS, blocking_timeout=PUSH_LOCK_SECONDS)
 
     def add(self, rows: pd.DataFrame, entities: list[str], retention_seconds: float) -> None:
         keys = entity_keys(rows)
@@ -139,6 +147,19 @@ class SqliteStreamLog:
         self.db.execute(f"CREATE TABLE IF NOT EXISTS {self.TABLE} (trip_id TEXT PRIMARY KEY, ts REAL, {keys}, record TEXT)")
         self.db.execute(f"CREATE TABLE IF NOT EXISTS {self.CONTENTS} (trip_id TEXT PRIMARY KEY, fingerprint TEXT, seen REAL)")
         self.db.commit()
+
+    @contextmanager
+    def lock(self):
+        """`RedisStreamLog.lock` for processes on this machine: an exclusive flock on a file beside
+        the log (released by the kernel if its holder dies)."""
+        import fcntl
+
+        with open(f"{self.address}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def add(self, rows: pd.DataFrame, entities: list[str], retention_seconds: float) -> None:
         keys = entity_keys(rows)

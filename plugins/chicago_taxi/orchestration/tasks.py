@@ -56,10 +56,11 @@ def step_task(step: Step, **task_kwargs):
     return task(task_id=step.__name__, **task_kwargs)(body)
 
 
-def stream_drain(context: dict) -> dict:
-    """The taxi_stream task: log what woke the run, then drain Kafka (chicago_taxi.streaming.batch.drain).
+def stream_drain(context: dict, scorer: int = 0, scorers: int = 1) -> dict:
+    """The taxi_stream task: log what woke the run, then drain Kafka (chicago_taxi.streaming.batch.drain),
+    as scorer `scorer` of `scorers` (its partition set; all partitions for one scorer).
     A broker, Redis or publish failure raises, nothing is committed, and Airflow retries."""
-    from chicago_taxi.streaming.batch import drain
+    from chicago_taxi.streaming.batch import drain, scorer_partitions
 
     events = [event for per_asset in (context.get("triggering_asset_events") or {}).values() for event in per_asset]
     log.info(
@@ -67,7 +68,10 @@ def stream_drain(context: dict) -> dict:
         len(events),
         f"; first {events[0].extra.get('payload')}" if events and getattr(events[0], "extra", None) else "",
     )
-    result = drain()
+    partitions = scorer_partitions(scorer, scorers) if scorers > 1 else None
+    if partitions is not None:
+        log.info("scorer %d of %d: partitions %s of the raw topic", scorer, scorers, partitions)
+    result = drain(partitions=partitions)
     result["wake_up_events"] = len(events)
     log.info(
         "consumed %(consumed)d, valid %(valid)d, dead-lettered %(dead_lettered)d, predictions %(predictions_published)d, alerts %(alerts)d, "

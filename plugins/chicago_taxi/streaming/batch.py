@@ -69,6 +69,12 @@ One call, in this order (each stage timed in `BatchResult.seconds`):
 8. commit: only after every publish is acknowledged, the next offset per consumed partition,
    synchronously (`CommitFailed` if the broker refuses).
 
+Scale-out: `TAXI_STREAM_SCORERS` scorers side by side, each on its own partition set
+(`partitions`, `scorer_partitions`; the taxi_stream DAG maps its drain over them). They share the
+group's committed offsets (per partition), the stream log and the online store; the push stage
+(stream log, statistics, Feast push) runs under the stream log's lock, so parallel scorers push
+exactly what sequential batches would.
+
 Delivery: at least once. A crash or failure anywhere before the commit leaves the offsets where
 they were, so the next run processes the same messages again and publishes them again.
 Consumers of `taxi-predictions`, `taxi-features` and the DLQ must de-duplicate: predictions and
@@ -122,7 +128,17 @@ from chicago_taxi.features.stream_log import open_stream_log
 from chicago_taxi.ingest.messages import TRIP_ID, InvalidMessage, dead_letter_record, parse_trip, trip_fingerprint
 from chicago_taxi.ingest.topics import ALERTS, FEATURES, PREDICTIONS, RAW_TRIPS, RAW_TRIPS_DLQ, BrokerUnavailable, bootstrap_servers
 from chicago_taxi.quality.rows import GxRowValidator, failed_rows_pandas, quarantine_expectations
-from chicago_taxi.streaming.kafka_io import CommitFailed, Record, commit, consume, consumer_for, offset_gaps, partitions_of, positions_of
+from chicago_taxi.streaming.kafka_io import (
+    CommitFailed,
+    Record,
+    commit,
+    consume,
+    consumer_for,
+    offset_gaps,
+    partition_set,
+    partitions_of,
+    positions_of,
+)
 from chicago_taxi.streaming.publisher import Publisher, PublishFailed, encoded
 from chicago_taxi.streaming.records import (
     ALERT_KIND,
@@ -212,9 +228,11 @@ def process_pending(
     idle_seconds: float = 1.0,
     scorer: Scorer | None = None,
     store=None,
+    partitions: list[int] | None = None,
 ) -> BatchResult:
     """Drain up to `max_messages` pending messages of taxi-raw-data for the group, publish the
-    results, then commit. See the module docstring for the stages and guarantees."""
+    results, then commit. See the module docstring for the stages and guarantees. `partitions`:
+    only these partitions of the topic (a scorer's set, `kafka_io.partition_set`); default all."""
     total_started = time.perf_counter()
     config = StreamConfig.from_env()
     settings = settings or load_settings()
@@ -226,7 +244,7 @@ def process_pending(
     consumer = consumer_for(bootstrap, group)
     try:
         with timer("consume"):
-            partitions = partitions_of(consumer, bootstrap, RAW_TRIPS, config.kafka_timeout)
+            partitions = owned_partitions(partitions_of(consumer, bootstrap, RAW_TRIPS, config.kafka_timeout), partitions, bootstrap)
             positions = positions_of(consumer, bootstrap, group, RAW_TRIPS, partitions, config.kafka_timeout)
             records = consume(consumer, bootstrap, RAW_TRIPS, positions, max_messages, idle_seconds, config.max_seconds, config.kafka_timeout)
         result.consumed = len(records)
@@ -326,6 +344,27 @@ def process_pending(
     return result
 
 
+def owned_partitions(existing: list[int], wanted: list[int] | None, bootstrap: str) -> list[int]:
+    """The partitions a call works on: `wanted` (all when None), each of which must exist."""
+    if wanted is None:
+        return existing
+    unknown = sorted(set(wanted) - set(existing))
+    if unknown:
+        raise ValueError(f"partitions {unknown} of {RAW_TRIPS} do not exist on {bootstrap} (it has {existing})")
+    return sorted(wanted)
+
+
+def scorer_partitions(scorer: int, scorers: int, bootstrap: str | None = None) -> list[int]:
+    """The raw topic's partitions that scorer `scorer` of `scorers` owns (`kafka_io.partition_set`)."""
+    config = StreamConfig.from_env()
+    bootstrap = bootstrap or bootstrap_servers()
+    consumer = consumer_for(bootstrap, config.group)
+    try:
+        return partition_set(partitions_of(consumer, bootstrap, RAW_TRIPS, config.kafka_timeout), scorer, scorers)
+    finally:
+        consumer.close()
+
+
 def drain(
     settings: Settings | None = None,
     *,
@@ -337,6 +376,7 @@ def drain(
     max_run_seconds: float | None = None,
     scorer: Scorer | None = None,
     store=None,
+    partitions: list[int] | None = None,
 ) -> dict:
     """What one Kafka-triggered DAG run does: `process_pending` again and again while messages
     keep coming; stop once nothing arrived for `linger_seconds` (TAXI_STREAM_LINGER_SECONDS,
@@ -353,7 +393,14 @@ def drain(
     last_message = time.monotonic()
     while time.monotonic() - started < limit:
         result = process_pending(
-            settings, bootstrap=bootstrap, group=group, max_messages=max_messages, idle_seconds=idle_seconds, scorer=scorer, store=store
+            settings,
+            bootstrap=bootstrap,
+            group=group,
+            max_messages=max_messages,
+            idle_seconds=idle_seconds,
+            scorer=scorer,
+            store=store,
+            partitions=partitions,
         )
         if result.consumed or result.expired_messages:
             batches.append(result.as_dict())
@@ -380,7 +427,7 @@ def drain(
     if more:
         log.warning("stopped after %.0f s with messages still arriving: the next run goes on", limit)
     log.info("drained %d batch(es) in %.1f s: %s", len(batches), time.monotonic() - started, totals)
-    return {**totals, "batches": batches, "more_pending": more, "seconds": round(time.monotonic() - started, 3)}
+    return {**totals, "batches": batches, "more_pending": more, "partitions": partitions, "seconds": round(time.monotonic() - started, 3)}
 
 
 class _Timer:

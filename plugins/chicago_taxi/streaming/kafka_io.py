@@ -4,6 +4,12 @@ A consumer of its own group (`TAXI_STREAM_GROUP`, default `taxi-scoring`; never 
 group) is `assign()`ed every partition at the group's committed offset (the partition's low
 watermark when the group has none), so no group join or rebalance happens per run. Commits are
 synchronous and carry the next offset to read per partition.
+
+Scale-out: N scorers of the same group each take a fixed set of partitions (`partition_set`:
+partition p goes to scorer p mod N). Offsets are committed per partition, so the scorers never
+commit over each other, and whichever scorer owns a partition next (another N, a scorer restarted
+after a kill) starts from that partition's committed offset: nothing is skipped, and what a
+killed scorer read but did not commit is read again (at least once).
 """
 
 from __future__ import annotations
@@ -44,6 +50,21 @@ def consumer_for(bootstrap: str, group: str):
             "log_level": 0,  # a down broker is reported once, as BrokerUnavailable, not per retry
         }
     )
+
+
+def partition_set(partitions: list[int], scorer: int, scorers: int) -> list[int]:
+    """The partitions scorer `scorer` (0-based) of `scorers` owns: p mod scorers == scorer."""
+    if scorers < 1 or not 0 <= scorer < scorers:
+        raise ValueError(f"scorer {scorer} of {scorers}: expected 0 <= scorer < scorers")
+    return [p for p in partitions if p % scorers == scorer]
+
+
+def parse_partitions(text: str) -> list[int]:
+    """ "0,2" -> [0, 2] (the CLI's --partitions)."""
+    try:
+        return sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError as exc:
+        raise ValueError(f"partitions {text!r}: expected comma-separated partition numbers, e.g. 0,2") from exc
 
 
 def partitions_of(consumer, bootstrap: str, topic: str, timeout: float) -> list[int]:

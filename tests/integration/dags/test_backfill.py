@@ -1,14 +1,21 @@
 """Backfills of the materialization DAGs through a running Airflow stack (api-server, scheduler,
-dag-processor, triggerer; LocalExecutor; metadata in PostgreSQL, see fixtures/airflow.py) into a
-real Redis.
+dag-processor, triggerer; metadata in PostgreSQL, see fixtures/airflow.py) into a real Redis: first
+on the LocalExecutor, then the same stack restarted on the CeleryExecutor with two workers.
 
 The offline store comes from the `taxi_features` DAG (`airflow dags test`). A day of
 `feast_materialize_hourly` is then backfilled with `airflow backfill create` (24 runs, run by
 the scheduler) and Redis must hold exactly what a direct `materialize_window` over the same
 windows writes into a second, fresh Redis db, and what pandas says the latest offline row of
-each entity in those windows is. Backfilling a quarter of that day again
-(`--reprocess-behavior completed`) re-runs every task and leaves Redis identical; a half-hourly
-backfill run backwards lands on the same values as the direct materialization too.
+each entity in those windows is. A half-hourly backfill run backwards lands on the same values as
+the direct materialization too.
+
+Then the stack restarts with `TAXI_EXECUTOR=celery` and two workers (`make airflow-ui
+EXECUTOR=celery WORKERS=2`; broker: Redis database 1). The same day backfilled again into a
+flushed Redis (`--reprocess-behavior completed`: every task re-runs) runs on both workers and
+writes what the direct materialization writes; and a triggered `taxi_training` run on the two
+workers gives the session's reference run's results (fixtures/training.py, `airflow dags test`):
+the same rows through every gate, the same features and transform, the same verdicts, and
+metrics within training's own run-to-run noise.
 
 Timings (stack start, each backfill, per-task overhead) are printed with `-s`.
 """
@@ -31,11 +38,16 @@ from chicago_taxi.core import schema
 from chicago_taxi.core.config import load_settings
 from chicago_taxi.features import aggregates
 from chicago_taxi.features import store as feast_store
-from fixtures.airflow import AirflowStack, Timings  # the airflow_stack_factory fixture comes from tests/conftest.py (pytest_plugins)
+from fixtures.airflow import (  # the airflow_stack_factory fixture comes from tests/conftest.py (pytest_plugins)
+    AirflowStack,
+    Timings,
+    celery_env,
+    worker_of,
+)
 from fixtures.env import REPO_ROOT, project_env
+from fixtures.training import run_report
 
 HOURLY, HALF_HOURLY = "feast_materialize_hourly", "feast_materialize_half_hourly"
-REPROCESSED_FROM_HOUR = 9  # the reprocess test backfills hours 9-14 of the day again
 DAG_START = datetime(2024, 1, 1, tzinfo=UTC)  # start_date of the materialization DAGs
 TIMINGS = Timings("summary")
 timed = TIMINGS.timed
@@ -302,25 +314,6 @@ def test_hourly_backfill_of_a_day_equals_direct_materialization(live_stack, sett
     assert assert_online_equals_pandas(settings, half_view, []) == 0
 
 
-def test_the_same_backfill_again_reruns_every_task_and_leaves_redis_identical(live_stack, settings, hourly_day):
-    wall_day, first_runs, _ = hourly_day
-    client = redis_db(settings)
-    before = snapshot(client)
-    # A quarter of the day again (the suite's time; every run of the day is alike): 6 runs.
-    again = slice(REPROCESSED_FROM_HOUR, REPROCESSED_FROM_HOUR + 6)
-    start, end = (wall_day + timedelta(hours=h) for h in (again.start, again.stop - 1))
-    runs, done, seconds = backfill(live_stack, HOURLY, start, end, "--reprocess-behavior", "completed")
-    TIMINGS["hourly backfill again, 6 runs (reprocess completed)"] = round(seconds, 1)
-    overhead = task_overhead(live_stack, HOURLY, runs)
-    print(f"\n[timing] hourly backfill again: {seconds:.1f} s; {overhead}", flush=True)
-    assert [r["dag_run_id"] for r in runs] == [r["dag_run_id"] for r in first_runs[again]]  # the same runs, cleared and re-run
-    assert all(r["state"] == "success" for r in runs)
-    assert min(overhead["tries"]) >= 2  # every task ran again
-    settle(live_stack, HOURLY)
-    assert_registry_intact(settings)
-    assert snapshot(client) == before
-
-
 def test_half_hourly_backfill_run_backwards_equals_direct_materialization(live_stack, settings, hourly_day, tmp_path):
     """Newest window first: Feast keeps the newest row per entity, so the order does not matter."""
     wall_day = hourly_day[0]
@@ -363,3 +356,111 @@ def test_make_backfill_names_the_dates_it_skips(live_stack):
     assert again.returncode == 0, again.stdout + again.stderr
     assert "2 date(s) of taxi_training in the range already have a run and are skipped" in again.stdout, again.stdout
     assert "  2013-02-01 00:00:00\n  2013-02-02 00:00:00" in again.stdout and "nothing to backfill" in again.stdout, again.stdout
+
+
+# ---------------------------------------------------------------- the same stack on two Celery workers
+TRAINING = "taxi_training"
+
+
+@pytest.fixture(scope="module")
+def celery_stack(live_stack):
+    """The module's stack restarted with the CeleryExecutor and two workers, as `make airflow-ui
+    EXECUTOR=celery WORKERS=2` starts it (broker: the module's Redis, database 1). The training DAG
+    runs only when triggered here (TAXI_TRAINING_CRON=none)."""
+    live_stack.stop()
+    live_stack.env = celery_env(live_stack.env, workers=2, TAXI_TRAINING_CRON="none")
+    live_stack.start()
+    TIMINGS["stack restart on Celery, 2 workers (healthy)"] = live_stack.start_seconds
+    assert "workers: worker-1 worker-2" in live_stack.last_start_output, live_stack.last_start_output
+    return live_stack
+
+
+def test_celery_workers_start_with_the_stack_and_listen_on_nothing(celery_stack):
+    workers = [p for p in (celery_stack.logdir).glob("worker-*.log")]
+    assert sorted(p.stem for p in workers) == ["worker-1", "worker-2"]
+    assert all("ready." in p.read_text(errors="replace") for p in workers), celery_stack.log_tails(20)
+    sockets = celery_stack.listening_sockets()
+    assert {s["port"] for s in sockets} == {celery_stack.port} and all(s["address"] == "127.0.0.1" for s in sockets), sockets
+    assert celery_stack.status().returncode == 0
+
+
+def test_the_same_day_on_two_celery_workers_writes_what_the_direct_materialization_writes(celery_stack, settings, hourly_day, tmp_path):
+    """The LocalExecutor's day again (`--reprocess-behavior completed`), into a flushed Redis: all
+    24 runs re-run on the Celery workers, both of them, and Redis ends up as the direct
+    materialization of the windows that ran, which the LocalExecutor's backfill also equals."""
+    wall_day, first_runs, _ = hourly_day
+    celery_stack.pause(HOURLY)
+    settle(celery_stack, HOURLY)
+    client = redis_db(settings)
+    client.flushall()
+    flushed = datetime.now(UTC)
+    runs, done, seconds = backfill(celery_stack, HOURLY, wall_day, wall_day + timedelta(hours=23), "--reprocess-behavior", "completed")
+    TIMINGS["hourly backfill on Celery, 24 runs (reprocess completed)"] = round(seconds, 1)
+    overhead = task_overhead(celery_stack, HOURLY, runs)
+    print(f"\n[timing] hourly backfill on 2 Celery workers: {seconds:.1f} s; {overhead}", flush=True)
+    assert [r["dag_run_id"] for r in runs] == [r["dag_run_id"] for r in first_runs]  # the same 24 runs, cleared and re-run
+    assert min(overhead["tries"]) >= 2  # every task ran again
+    tis = [ti for r in runs for ti in celery_stack.task_instances(HOURLY, r["dag_run_id"])]
+    by_worker: dict[str, int] = {}
+    for ti in tis:
+        by_worker[worker_of(ti)] = by_worker.get(worker_of(ti), 0) + 1
+    print(f"[celery] task instances per worker: {by_worker}", flush=True)
+    assert set(by_worker) == {"worker-1", "worker-2"}, by_worker
+    celery_stack.pause(HOURLY)
+    ran = [r for r in settle(celery_stack, HOURLY) if r["end_date"] and _ts(r["end_date"]) >= flushed]
+    assert_registry_intact(settings)
+    online = snapshot(client)
+    assert online, "the Celery backfill wrote nothing to Redis"
+    assert online == direct_materialization(settings, tmp_path, "hourly", windows(ran))
+    assert assert_online_equals_pandas(settings, feast_store.views_for_cadence("hourly")[0], windows(ran)) >= 3
+
+
+def test_taxi_training_on_two_celery_workers_gives_the_reference_runs_results(celery_stack, first_run):
+    """A triggered taxi_training run on the Celery workers against the session's reference run of
+    the same DAG on the same sample (`airflow dags test`, fixtures/training.py). Deterministic
+    steps must agree exactly; the metrics within 1%: two runs of the same seeded training differ
+    by about 0.01% (TensorFlow's multi-threaded sums), a different data set or gate by far more."""
+    # `make backfill`'s test left two queued backfill runs of the paused DAG: not part of this run.
+    for run in celery_stack.dag_runs(TRAINING):
+        celery_stack.api("DELETE", f"dags/{TRAINING}/dagRuns/{run['dag_run_id']}")
+    celery_stack.wait_for_dag(TRAINING)
+    celery_stack.unpause(TRAINING)
+    started = time.monotonic()
+    run_id = celery_stack.api("POST", f"dags/{TRAINING}/dagRuns", json={"logical_date": None})["dag_run_id"]
+    celery_stack.wait_for_runs(TRAINING, 1, timeout=1200, where=lambda r: r["dag_run_id"] == run_id, poll=5)
+    TIMINGS["taxi_training on Celery (trigger to success)"] = round(time.monotonic() - started, 1)
+    celery_stack.pause(TRAINING)
+    tis = celery_stack.task_instances(TRAINING, run_id)
+    assert tis and all(t["state"] in ("success", "skipped") for t in tis), [(t["task_id"], t["state"]) for t in tis]
+    workers = {worker_of(t) for t in tis if t["state"] == "success"}
+    print(f"[celery] taxi_training {run_id}: tasks on {sorted(workers)}", flush=True)
+    assert workers <= {"worker-1", "worker-2"} and "" not in workers, workers
+
+    ours, reference = run_report(celery_stack.env, run_id), first_run
+    same = [
+        ("extract", "rows"),
+        ("validate_raw", "success"),
+        ("validate_raw", "passed_rows"),
+        ("validate_raw", "quarantined_rows"),
+        ("validate_raw", "failed_expectations"),
+        ("validate_raw", "warnings"),
+        ("join_store_features", "rows"),
+        ("join_store_features", "feature_coverage"),
+        ("transform", "train_rows"),
+        ("transform", "holdout_rows"),
+        ("transform", "holdout_starts"),
+        ("validate_transformed", "success"),
+        ("validate_transformed", "vocabulary_sizes"),
+        ("train", "epochs_run"),
+        ("train", "fare_cap"),
+        ("evaluate", "holdout_repairs"),
+    ]
+    for section, key in same:
+        assert ours[section][key] == reference[section][key], (section, key, ours[section][key], reference[section][key])
+    for metrics in ("candidate", "baseline"):
+        for scope in ("whole", "clean"):
+            got = ours["evaluate"][metrics] if scope == "whole" else ours["evaluate"][metrics]["clean"]
+            want = reference["evaluate"][metrics] if scope == "whole" else reference["evaluate"][metrics]["clean"]
+            assert got["rows"] == want["rows"] and got["rmse"] == pytest.approx(want["rmse"], rel=0.01), (metrics, scope, got, want)
+    assert ours["evaluate"]["decision"]["register"] and ours["evaluate"]["decision"]["alias"] == "champion", ours["evaluate"]["decision"]
+    assert ours["register"]["version"] is not None and ours["build_bento"]["built"], (ours["register"], ours["build_bento"])
