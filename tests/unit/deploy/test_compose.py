@@ -39,7 +39,14 @@ SCRIPTS = REPO_ROOT / "scripts"
 BIN = Path(sys.executable).parent
 
 AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
-PROJECT_SERVICES = (*AIRFLOW_SERVICES, "kafka-init", "mlflow", "prediction-service")
+# The CeleryExecutor's services: only in the compose profile `celery` (the default stack runs the LocalExecutor).
+CELERY_PROFILE = "celery"
+CELERY_SERVICES = ("airflow-worker", "flower")
+PROJECT_SERVICES = (*AIRFLOW_SERVICES, *CELERY_SERVICES, "kafka-init", "mlflow", "prediction-service")
+# What .env holds to run the Celery variant (the compose file's header).
+CELERY_ENV = {"AIRFLOW_EXECUTOR": "CeleryExecutor", "COMPOSE_PROFILES": CELERY_PROFILE}
+# The app the worker's health check (and the Helm overlay's liveness probe) pings through the broker.
+CELERY_APP = "airflow.providers.celery.executors.celery_executor.app"
 # Images kept by their upstream projects (Docker's official postgres and redis, Apache Kafka's own).
 UPSTREAM_IMAGES = {"postgres", "redis", "apache/kafka"}
 # Where the project lives in the image (Dockerfile's TAXI_REPO_ROOT).
@@ -250,7 +257,11 @@ def test_compose_loads_the_stack_with_a_generated_env(compose_config, tmp_path):
     proc = run_compose_config(compose_config, env_file)
     assert proc.returncode == 0, proc.stderr
     project = yaml.safe_load(proc.stdout)
-    assert set(project["services"]) == set(raw_compose()["services"])
+    # Without a profile: the LocalExecutor stack, no Celery service.
+    assert set(project["services"]) == set(raw_compose()["services"]) - set(CELERY_SERVICES)
+    assert {s["environment"]["AIRFLOW__CORE__EXECUTOR"] for s in project["services"].values() if "AIRFLOW_HOME" in s.get("environment", {})} == {
+        "LocalExecutor"
+    }
     generated = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and not line.startswith("#"))
     airflow = project["services"]["airflow-scheduler"]["environment"]
     assert airflow["AIRFLOW__API_AUTH__JWT_SECRET"] == generated["AIRFLOW_JWT_SECRET"]
@@ -258,6 +269,36 @@ def test_compose_loads_the_stack_with_a_generated_env(compose_config, tmp_path):
     for name, service in project["services"].items():
         for port in service.get("ports") or []:
             assert port["host_ip"] == "127.0.0.1", f"{name} publishes {port} beyond this machine"
+
+
+def test_compose_loads_the_celery_variant_as_the_header_says(compose_config, tmp_path):
+    """The generated .env plus the two lines the header gives (AIRFLOW_EXECUTOR, COMPOSE_PROFILES):
+    Compose's loader then adds the worker and Flower, and every Airflow container runs the
+    CeleryExecutor on the same broker and result backend."""
+    env_file = tmp_path / ".env"
+    subprocess.run([str(DEPLOY_COMPOSE / "generate-env.sh"), str(env_file)], check=True, capture_output=True)
+    header = COMPOSE_FILE.read_text().split("\nx-", 1)[0]
+    for name, value in CELERY_ENV.items():
+        assert re.search(rf"^#\s+{name}={value}$", header, re.M), f"the header does not say to set {name}={value} in .env"
+    env_file.write_text(env_file.read_text() + "".join(f"{k}={v}\n" for k, v in CELERY_ENV.items()))
+    proc = run_compose_config(compose_config, env_file)
+    assert proc.returncode == 0, proc.stderr
+    project = yaml.safe_load(proc.stdout)
+    assert set(project["services"]) == set(raw_compose()["services"])
+    generated = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and not line.startswith("#"))
+    airflow = {name: s["environment"] for name, s in project["services"].items() if "AIRFLOW_HOME" in s.get("environment", {})}
+    assert set(airflow) == {*AIRFLOW_SERVICES, *CELERY_SERVICES}
+    for name, env in airflow.items():
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/1", name
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith(
+            f"db+postgresql+psycopg2://postgres:{generated['POSTGRES_PASSWORD']}@postgres:5432/"
+        ), name
+    worker = project["services"]["airflow-worker"]
+    assert worker["image"] == project["services"]["airflow-scheduler"]["image"] and worker["user"] == "50000:0"
+    assert (worker["depends_on"]["airflow-apiserver"]["condition"], worker["depends_on"]["redis"]["condition"]) == ("service_healthy",) * 2
+    (flower_port,) = project["services"]["flower"]["ports"]
+    assert flower_port["host_ip"] == "127.0.0.1" and flower_port["target"] == 5555
 
 
 def test_compose_refuses_to_start_without_each_secret(compose_config, tmp_path):
@@ -271,10 +312,10 @@ def test_compose_refuses_to_start_without_each_secret(compose_config, tmp_path):
 
 
 # ---------------------------------------------------------------- structure
-def test_the_five_airflow_services_share_x_airflow_common():
+def test_the_airflow_services_share_x_airflow_common():
     data = compose()
     common = data["x-airflow-common"]
-    for name in AIRFLOW_SERVICES:
+    for name in (*AIRFLOW_SERVICES, *CELERY_SERVICES):
         service = data["services"][name]
         assert service["image"] == common["image"] and service["build"] == common["build"], f"{name}: not the x-airflow-common image"
         env = service_env(service)
@@ -287,6 +328,40 @@ def test_the_five_airflow_services_share_x_airflow_common():
             assert service["depends_on"]["airflow-init"] == {"condition": "service_completed_successfully"}, name
     assert raw_compose()["x-airflow-common"]["user"] == "${AIRFLOW_UID:-50000}:0"
     assert service_env(common)["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert service_env(compose(**CELERY_ENV)["x-airflow-common"])["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+
+
+def test_only_the_celery_services_are_in_a_profile():
+    """`docker compose up` without a profile starts the LocalExecutor stack exactly as before;
+    the worker and Flower come only with the `celery` profile."""
+    for name, service in raw_compose()["services"].items():
+        expected = [CELERY_PROFILE] if name in CELERY_SERVICES else None
+        assert service.get("profiles") == expected, f"{name}: profiles {service.get('profiles')}, expected {expected}"
+    # A service of the default stack waiting for a Celery one would not start without the profile.
+    for name, service in raw_compose()["services"].items():
+        if name not in CELERY_SERVICES:
+            assert not set(service.get("depends_on") or {}) & set(CELERY_SERVICES), name
+
+
+def test_the_celery_broker_is_redis_database_1_apart_from_the_feature_store():
+    data = compose(**CELERY_ENV)
+    env, taxi = service_env(data["x-airflow-common"]), service_env({"environment": data["x-taxi-env"]})
+    broker = urlsplit(env["AIRFLOW__CELERY__BROKER_URL"])
+    assert (broker.scheme, broker.hostname, str(broker.port)) == ("redis", taxi["REDIS_HOST"], taxi["REDIS_PORT"]), "the redis service"
+    assert broker.path == "/1", f"the broker must use its own Redis database, not {broker.path!r}"
+    # Feast's online store: database 0 (its connection string names none, redis-py's default).
+    feast = re.search(r'connection_string: "([^"]+)"', taxi["FEAST_ONLINE_STORE"]).group(1)
+    assert "db=" not in feast or "db=0" in feast.split(","), feast
+    # Results in Airflow's own database, as its metadata: the same server, database and credentials.
+    backend, metadata = urlsplit(env["AIRFLOW__CELERY__RESULT_BACKEND"]), urlsplit(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    assert backend.scheme == f"db+{metadata.scheme}", "the metadata database's driver (what Airflow derives when unset)"
+    assert (backend.hostname, backend.port, backend.path, backend.username, backend.password) == (
+        metadata.hostname,
+        metadata.port,
+        metadata.path,
+        metadata.username,
+        metadata.password,
+    )
 
 
 def test_every_project_service_runs_the_one_image_built_from_the_dockerfile():
@@ -340,7 +415,7 @@ def test_published_ports_bind_to_loopback_unless_bind_address_is_set():
         for port in published_ports(service):
             assert port.startswith("${BIND_ADDRESS:-127.0.0.1}:"), f"{name} publishes {port} without the BIND_ADDRESS guard"
             published[name] = port
-    assert set(published) == {"airflow-apiserver", "mlflow", "prediction-service", "kafka"}, "PostgreSQL and Redis stay inside"
+    assert set(published) == {"airflow-apiserver", "mlflow", "prediction-service", "kafka", "flower"}, "PostgreSQL and Redis stay inside"
     for name, service in compose()["services"].items():
         assert all(port.startswith("127.0.0.1:") for port in published_ports(service)), name
     assert all(port.startswith("0.0.0.0:") for port in published_ports(compose(BIND_ADDRESS="0.0.0.0")["services"]["mlflow"]))
@@ -450,6 +525,36 @@ def test_airflow_environment_agrees_with_scripts_env_sh():
     assert compose_env["AIRFLOW__API__PORT"] == native["AIRFLOW__API__PORT"]
     ours, theirs = urlsplit(compose_env["MLFLOW_TRACKING_URI"]), urlsplit(native["MLFLOW_TRACKING_URI"])
     assert (ours.scheme, ours.port, ours.hostname) == (theirs.scheme, theirs.port, "mlflow"), "the tracking server, by its service name"
+
+
+# What the Celery variant sets differently from `TAXI_EXECUTOR=celery` natively, on purpose.
+CELERY_DIFFERS_BY_DESIGN = {
+    "AIRFLOW__CELERY__RESULT_BACKEND": "the postgres service with password auth (scheme and database checked below)",
+    "AIRFLOW__CORE__HOSTNAME_CALLABLE": "each worker is a container with a host name of its own: Airflow's default names it",
+}
+
+
+def test_the_celery_environment_agrees_with_scripts_env_sh():
+    """What `TAXI_EXECUTOR=celery` changes in scripts/env.sh's environment (make airflow-ui
+    EXECUTOR=celery), the Celery variant sets in every Airflow container, unless
+    CELERY_DIFFERS_BY_DESIGN says why not."""
+    compose_env = container_env("airflow-worker", compose(**CELERY_ENV))
+    inputs = {k: compose_env[k] for k in SITE_INPUTS}
+    local, celery = native_env(**inputs), native_env(TAXI_EXECUTOR="celery", **inputs)
+    changed = {name: value for name, value in celery.items() if local.get(name) != value and name != "TAXI_EXECUTOR"}
+    assert changed.get("AIRFLOW__CORE__EXECUTOR") == "CeleryExecutor", "TAXI_EXECUTOR=celery no longer selects the CeleryExecutor"
+    assert {"AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__WORKER_CONCURRENCY"} <= set(changed), sorted(changed)
+    mismatches = {
+        name: (value, compose_env.get(name))
+        for name, value in changed.items()
+        if name not in CELERY_DIFFERS_BY_DESIGN and compose_env.get(name) != value
+    }
+    assert not mismatches, "scripts/env.sh (TAXI_EXECUTOR=celery) vs the celery profile (name: (native, compose)):\n" + "\n".join(
+        f"  {k}: {v}" for k, v in mismatches.items()
+    )
+    if "AIRFLOW__CELERY__RESULT_BACKEND" in changed:
+        ours, theirs = urlsplit(compose_env["AIRFLOW__CELERY__RESULT_BACKEND"]), urlsplit(changed["AIRFLOW__CELERY__RESULT_BACKEND"])
+        assert (ours.scheme, ours.path) == (theirs.scheme, theirs.path) and ours.hostname == "postgres"
 
 
 def test_every_project_service_gets_the_same_taxi_environment():
@@ -616,6 +721,86 @@ def test_prediction_service_runs_scripts_serve_sh_on_all_interfaces_without_a_lo
     port = published_ports(service)[0].rsplit(":", 1)[1]
     assert lines[-1] == f"bentoml serve bentos/service.py:TaxiFareService --host 0.0.0.0 --port {port} (in {root})"
     assert f"localhost:{port}/readyz" in " ".join(service["healthcheck"]["test"])
+
+
+def run_celery_service(service_name: str, tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """The service's command (deploy/compose/celery.sh) with the container's environment plus `env`
+    and a stub airflow: what it ran, and how it ended."""
+    root, calls = tmp_path / "taxi", tmp_path / "calls"
+    (root / "deploy" / "compose").mkdir(parents=True, exist_ok=True)
+    shutil.copy(DEPLOY_COMPOSE / "celery.sh", root / "deploy" / "compose")
+    stub(tmp_path / "bin" / "airflow", f'echo "airflow $*" >> {calls}')
+    data = compose(**env)
+    command = command_of(data["services"][service_name])
+    assert command[0] == "bash"
+    container = {**container_env(service_name, data), "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
+    proc = subprocess.run(["bash", str(in_image(command[1], root)), *command[2:]], env=container, capture_output=True, text=True, timeout=30)
+    return proc, calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.mark.parametrize("service_name", CELERY_SERVICES)
+def test_a_celery_service_refuses_to_start_without_the_celery_executor(service_name, tmp_path):
+    """The profile without AIRFLOW_EXECUTOR=CeleryExecutor: the service says what to set instead of
+    Airflow's "invalid choice: 'celery'", and starts nothing."""
+    proc, calls = run_celery_service(service_name, tmp_path)
+    assert proc.returncode != 0 and "AIRFLOW_EXECUTOR=CeleryExecutor" in proc.stderr, proc.stderr
+    assert calls == []
+
+
+def test_the_worker_runs_airflow_celery_worker_as_scripts_airflow_stack_sh_runs_it(tmp_path):
+    """The worker's command line has the native workers' flags (scripts/airflow_stack.sh) but the
+    Celery name, which each container's own host name makes unique (celery@<hostname>, the name its
+    health check pings); its concurrency is the configured one, as natively."""
+    proc, calls = run_celery_service("airflow-worker", tmp_path, **CELERY_ENV)
+    assert proc.returncode == 0, proc.stderr
+    (call,) = calls
+    ours = shlex.split(call)
+    assert ours[:3] == ["airflow", "celery", "worker"]
+    script = (SCRIPTS / "airflow_stack.sh").read_text()
+    native_line = re.search(r"(airflow celery worker [^>\n]*?)\s*>", script)
+    assert native_line, "scripts/airflow_stack.sh starts no `airflow celery worker`"
+    native = native_command(shlex.split(native_line.group(1)))
+    assert set(native_command(ours)) == set(native) - {"--celery-hostname"}, f"compose {ours}, native {native_line.group(1)}"
+    data = compose(**CELERY_ENV)
+    concurrency = service_env(data["x-airflow-common"])["AIRFLOW__CELERY__WORKER_CONCURRENCY"]
+    assert native_command(ours)["--concurrency"] == concurrency == native_env(TAXI_EXECUTOR="celery")["AIRFLOW__CELERY__WORKER_CONCURRENCY"]
+    check = " ".join(data["services"]["airflow-worker"]["healthcheck"]["test"])
+    assert f"--app {CELERY_APP} inspect ping" in check and '-d "celery@${HOSTNAME}"' in check
+
+
+def test_flower_serves_on_the_port_the_compose_file_publishes_and_checks(tmp_path):
+    proc, calls = run_celery_service("flower", tmp_path, **CELERY_ENV)
+    assert proc.returncode == 0, proc.stderr
+    (call,) = calls
+    flags = native_command(shlex.split(call))
+    assert shlex.split(call)[:3] == ["airflow", "celery", "flower"] and flags["--hostname"] == "0.0.0.0"
+    flower = compose(**CELERY_ENV)["services"]["flower"]
+    (port,) = published_ports(flower)
+    assert port.rsplit(":", 1)[1] == flags["--port"]
+    assert f"http://localhost:{flags['--port']}/healthcheck" in flower["healthcheck"]["test"]
+
+
+def test_the_celery_commands_and_health_check_work_with_the_installed_airflow(tmp_path):
+    """Airflow's own CLI parser, with the CeleryExecutor, accepts the worker's and Flower's flags (a
+    misspelt flag fails here, not in a restart loop), and the app the health checks ping imports
+    with the pinned celery and provider."""
+    script = (DEPLOY_COMPOSE / "celery.sh").read_text()
+    lines = {
+        kind: shlex.split(re.search(rf"^\s*{kind}\) exec (airflow celery {kind}[^;]*);;", script, re.M).group(1)) for kind in ("worker", "flower")
+    }
+    argv = {kind: [re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", token) for token in tokens[1:]] for kind, tokens in lines.items()}
+    check = f"""
+import json, sys
+from airflow.cli import cli_parser
+parser = cli_parser.get_parser()
+for argv in json.loads(sys.argv[1]).values():
+    parser.parse_args(argv)
+import {CELERY_APP.rsplit(".", 1)[0]} as module
+assert module.app.main
+"""
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor", "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    proc = subprocess.run([sys.executable, "-c", check, json.dumps(argv)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def test_airflow_init_migrates_the_db_and_hands_every_shared_volume_over(tmp_path):

@@ -8,22 +8,27 @@ and the values for the official Apache Airflow chart (deploy/helm/airflow-values
 - rendering without a secret stops with a message naming it (no default password anywhere);
 - the Airflow values: only sections of the official chart (1.22), Airflow 3 keys, triggerer on,
   external database, and the same settings as the native stack (scripts/env.sh,
-  scripts/mlflow_server.sh).
+  scripts/mlflow_server.sh); the CeleryExecutor overlay (airflow-values-celery.yaml) on top of
+  them: the broker by reference on its own Redis database, workers the project image can run, the
+  native stack's capacity (make airflow-ui EXECUTOR=celery).
 
 Helm comes from scripts/go_tool.sh (built from the Go module proxy once, then cached); when it
 cannot be built the tests fail with the reason (never skip). The official chart itself is not
-downloadable here (https://airflow.apache.org is not reachable), so the Airflow values are checked
-against the chart's documented sections, not rendered.
+downloadable from its repository here (https://airflow.apache.org is not reachable), so neither
+values file is rendered with it: the checks above need none of it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -33,6 +38,8 @@ HELM_DIR = REPO_ROOT / "deploy" / "helm"
 CHART = HELM_DIR / "chicago-taxi"
 TEST_VALUES = CHART / "ci" / "test-values.yaml"
 AIRFLOW_VALUES = HELM_DIR / "airflow-values.yaml"
+AIRFLOW_CELERY_VALUES = HELM_DIR / "airflow-values-celery.yaml"
+HELM_README = HELM_DIR / "README.md"
 
 RELEASE = "chicago-taxi"  # airflow-values.yaml addresses this release's objects by name
 NAMESPACE = "taxi"
@@ -40,6 +47,9 @@ NAMESPACE = "taxi"
 RENDER_KUBE_VERSION = "1.35.0"
 SCHEMA_KUBE_VERSIONS = ("1.34.0", "1.37.0")
 AIRFLOW_CHART_VERSION = "1.22.0"
+AIRFLOW_RELEASE = "airflow"  # the release name the README installs the official chart as
+# The app the Celery workers' liveness probe pings (and the compose worker's health check).
+CELERY_APP = "airflow.providers.celery.executors.celery_executor.app"
 
 PREDICTION = f"{RELEASE}-prediction"
 MLFLOW = f"{RELEASE}-mlflow"
@@ -58,9 +68,9 @@ def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([helm, *args], capture_output=True, text=True, timeout=120)
 
 
-def render(helm: str, *args: str, chart: Path = CHART) -> list[dict]:
-    """`helm template` of the chart as the release RELEASE in NAMESPACE: the objects, in order."""
-    proc = run_helm(helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE, "--kube-version", RENDER_KUBE_VERSION, *args)
+def render(helm: str, *args: str, chart: Path = CHART, release: str = RELEASE) -> list[dict]:
+    """`helm template` of a chart (this repository's by default) as `release` in NAMESPACE: the objects, in order."""
+    proc = run_helm(helm, "template", release, str(chart), "--namespace", NAMESPACE, "--kube-version", RENDER_KUBE_VERSION, *args)
     assert proc.returncode == 0, f"helm template {' '.join(args)} failed:\n{proc.stderr}"
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
@@ -375,9 +385,10 @@ AIRFLOW_CHART_SECTIONS = frozenset(
 )  # fmt: skip
 
 
-def test_airflow_values_use_only_sections_of_the_official_chart(airflow_values):
-    unknown = sorted(set(airflow_values) - AIRFLOW_CHART_SECTIONS)
-    assert not unknown, f"not sections of the official Airflow chart {AIRFLOW_CHART_VERSION}: {unknown}"
+@pytest.mark.parametrize("values_file", [AIRFLOW_VALUES, AIRFLOW_CELERY_VALUES], ids=lambda p: p.name)
+def test_airflow_values_use_only_sections_of_the_official_chart(values_file):
+    unknown = sorted(set(yaml.safe_load(values_file.read_text())) - AIRFLOW_CHART_SECTIONS)
+    assert not unknown, f"{values_file.name}: not sections of the official Airflow chart {AIRFLOW_CHART_VERSION}: {unknown}"
 
 
 def test_airflow_values_are_airflow_3_with_the_components_the_dags_need(airflow_values):
@@ -475,11 +486,163 @@ def test_airflow_header_installs_the_chart_version_the_values_are_written_for(ai
     assert f"helm install {RELEASE} deploy/helm/chicago-taxi" in header
 
 
+# ---------------------------------------------------------------- the CeleryExecutor overlay
+
+
+def helm_merge(base: dict, overlay: dict) -> dict:
+    """Values as Helm combines two -f files: maps merged key by key, anything else replaced by the
+    later file, null deleting the key."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = helm_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def leaf_paths(values: dict, prefix: tuple = ()) -> set[tuple]:
+    paths = set()
+    for key, value in values.items():
+        paths |= leaf_paths(value, (*prefix, key)) if isinstance(value, dict) and value else {(*prefix, key)}
+    return paths
+
+
+@pytest.fixture(scope="module")
+def celery_overlay() -> dict:
+    return yaml.safe_load(AIRFLOW_CELERY_VALUES.read_text())
+
+
+@pytest.fixture(scope="module")
+def airflow_celery_values(airflow_values, celery_overlay) -> dict:
+    """airflow-values.yaml then airflow-values-celery.yaml, as `helm install -f ... -f ...` merges them."""
+    return helm_merge(airflow_values, celery_overlay)
+
+
+def shell_commands(text: str) -> list[list[str]]:
+    """The commands of a text's ```bash blocks, or of a YAML header's indented comment lines."""
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    if not blocks:  # a values file's header: "#   command", continued with a trailing backslash
+        blocks = ["\n".join(line[1:] for line in text.splitlines() if line.startswith("#   "))]
+    found = []
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            tokens = shlex.split(line, comments=True)
+            while tokens:
+                cut = tokens.index("&&") if "&&" in tokens else len(tokens)
+                found.append(tokens[:cut])
+                tokens = tokens[cut + 1 :]
+    return [tokens for tokens in found if tokens]
+
+
+def flag_values(tokens: list[str], flag: str) -> list[str]:
+    return [tokens[i + 1] for i, token in enumerate(tokens[:-1]) if token == flag] + [
+        token.split("=", 1)[1] for token in tokens if token.startswith(flag + "=")
+    ]
+
+
+def native_celery_env() -> dict[str, str]:
+    """What scripts/env.sh exports for `make airflow-ui EXECUTOR=celery` (TAXI_EXECUTOR=celery)."""
+    clean = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "TAXI_EXECUTOR": "celery", "TAXI_AIRFLOW_DB": "postgres"}
+    script = f"source {shlex.quote(str(REPO_ROOT / 'scripts' / 'env.sh'))} && env -0"
+    out = subprocess.run(["bash", "-c", script], env=clean, capture_output=True, check=True, cwd=REPO_ROOT).stdout.decode()
+    return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+
+
+def test_the_celery_overlay_changes_the_executor_and_adds_only_celery_settings(airflow_values, celery_overlay, airflow_celery_values):
+    """Given after airflow-values.yaml, the overlay switches the executor and sets what only Celery
+    reads: everything the base file sets (image, secrets, env, volumes, components) stays."""
+    assert set(celery_overlay) <= {"executor", "data", "config", "workers"}, sorted(celery_overlay)
+    overridden = leaf_paths(celery_overlay) & leaf_paths(airflow_values)
+    assert overridden == {("executor",)}, f"the overlay replaces settings of airflow-values.yaml: {sorted(overridden)}"
+    assert (airflow_values["executor"], airflow_celery_values["executor"]) == ("KubernetesExecutor", "CeleryExecutor")
+    assert set(celery_overlay["config"]) == {"celery"} and set(celery_overlay["workers"]) == {"celery"}, "Celery's own sections only"
+    for component in ("apiServer", "triggerer", "dagProcessor"):
+        assert airflow_celery_values[component]["enabled"] is True, component
+
+
+def test_the_celery_broker_is_a_secret_on_its_own_redis_database(airflow_values, airflow_celery_values, rendered_defaults):
+    """The broker URL comes from a Secret the README makes (a Redis URL may hold a password), not
+    from the chart's own install-time one; it points at the Redis the chicago-taxi chart is given,
+    database 1, while the feature store keeps database 0; the chart's own Redis stays off."""
+    data = airflow_celery_values["data"]
+    assert "brokerUrl" not in data, "a broker URL in a values file: use data.brokerUrlSecretName"
+    secret = data["brokerUrlSecretName"]
+    # The chart writes "<release>-broker-url" itself at install (even for another executor): a name
+    # of its own avoids "already exists" when a KubernetesExecutor release is switched to Celery.
+    assert secret != f"{AIRFLOW_RELEASE}-broker-url"
+    assert airflow_celery_values["redis"]["enabled"] is False
+    chart_env = find(rendered_defaults, "ConfigMap", f"{RELEASE}-env")["data"]
+    env = {e["name"]: e["value"] for e in airflow_values["env"]}
+    assert "db=" not in env["FEAST_ONLINE_STORE"], "the feature store's Redis database is no longer the default 0"
+    for source, text in (("deploy/helm/README.md", HELM_README.read_text()), (AIRFLOW_CELERY_VALUES.name, AIRFLOW_CELERY_VALUES.read_text())):
+        made = [t for t in shell_commands(text) if t[:1] == ["kubectl"] and "secret" in t and t[t.index("generic") + 1 :][:1] == [secret]]
+        assert len(made) == 1, f"{source} does not create the Secret {secret}"
+        (literal,) = flag_values(made[0], "--from-literal")
+        key, _, url = literal.partition("=")
+        assert key == "connection", f"{source}: the chart reads the broker URL from the key `connection`, not {key!r}"
+        broker = urlsplit(url)
+        assert (broker.scheme, broker.hostname, str(broker.port)) == ("redis", chart_env["REDIS_HOST"], chart_env["REDIS_PORT"]), url
+        assert broker.path == "/1", f"{source}: the broker must have a Redis database of its own, not {broker.path!r}"
+
+
+def test_celery_capacity_and_broker_database_are_the_native_stacks(airflow_celery_values):
+    """workers x concurrency = the parallelism of 4 (2 workers x 2 on 2 cores natively); the same
+    concurrency and Redis database as `make airflow-ui EXECUTOR=celery`."""
+    native = native_celery_env()
+    assert native["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", "TAXI_EXECUTOR=celery no longer selects Celery natively"
+    concurrency = airflow_celery_values["config"]["celery"]["worker_concurrency"]
+    replicas = airflow_celery_values["workers"]["celery"]["replicas"]
+    assert str(concurrency) == native["AIRFLOW__CELERY__WORKER_CONCURRENCY"]
+    assert replicas * concurrency == airflow_celery_values["config"]["core"]["parallelism"] == int(native["AIRFLOW__CORE__PARALLELISM"])
+    assert urlsplit(native["AIRFLOW__CELERY__BROKER_URL"]).path == "/1"
+    # Results: Airflow's metadata database, "db+" and its URL natively; the chart derives the same
+    # when no result backend Secret is named.
+    assert native["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+" + native["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert not {"resultBackendSecretName", "resultBackendConnection"} & set(airflow_celery_values["data"])
+
+
+def test_celery_workers_run_on_the_project_image(airflow_celery_values):
+    """The image has neither the official image's /entrypoint (the chart's default worker probe)
+    nor /clean-logs (its log groomer); task logs go to the shared claim, so no claim per worker."""
+    celery = airflow_celery_values["workers"]["celery"]
+    probe = " ".join(celery["livenessProbe"]["command"])
+    assert "/entrypoint" not in probe and f"--app {CELERY_APP} inspect ping" in probe and '-d "celery@$HOSTNAME"' in probe
+    assert celery["livenessProbe"]["timeoutSeconds"] >= 10, "the probe imports Airflow: seconds on a busy node"
+    assert celery["logGroomerSidecar"]["enabled"] is False
+    assert celery["persistence"]["enabled"] is False and airflow_celery_values["logs"]["persistence"]["existingClaim"]
+    # Memory for `worker_concurrency` tasks, each as much as a KubernetesExecutor task pod gets.
+    concurrency, per_task = (
+        airflow_celery_values["config"]["celery"]["worker_concurrency"],
+        airflow_celery_values["workers"]["kubernetes"]["resources"],
+    )
+    for kind in ("requests", "limits"):
+        assert gibibytes(celery["resources"][kind]["memory"]) >= concurrency * gibibytes(per_task[kind]["memory"]), kind
+    assert "cpu" in celery["resources"]["requests"]
+
+
+def gibibytes(quantity: str) -> float:
+    number, unit = re.fullmatch(r"([0-9.]+)(Mi|Gi)", quantity).groups()
+    return float(number) / (1024 if unit == "Mi" else 1)
+
+
+@pytest.mark.parametrize("source", [HELM_README, AIRFLOW_CELERY_VALUES], ids=lambda p: p.name)
+def test_the_celery_install_gives_both_values_files_in_order(source):
+    installs = [t for t in shell_commands(source.read_text()) if t[:2] in (["helm", "install"], ["helm", "upgrade"]) and AIRFLOW_RELEASE in t[2:3]]
+    celery = [t for t in installs if AIRFLOW_CELERY_VALUES.name in " ".join(t)]
+    assert celery, f"{source.name} shows no helm install of the Celery overlay"
+    for tokens in celery:
+        assert flag_values(tokens, "-f") == ["deploy/helm/airflow-values.yaml", "deploy/helm/airflow-values-celery.yaml"], tokens
+        assert flag_values(tokens, "--version") == [AIRFLOW_CHART_VERSION], tokens
+
+
 # ---------------------------------------------------------------- YAML style
 
 
 def test_values_files_and_chart_metadata_pass_yamllint():
-    files = [HELM_DIR / "airflow-values.yaml", CHART / "Chart.yaml", CHART / "values.yaml", TEST_VALUES]
+    files = [AIRFLOW_VALUES, AIRFLOW_CELERY_VALUES, CHART / "Chart.yaml", CHART / "values.yaml", TEST_VALUES]
     proc = subprocess.run(
         [sys.executable, "-m", "yamllint", "-c", str(REPO_ROOT / ".yamllint.yaml"), "-s", *map(str, files)],
         capture_output=True,

@@ -20,6 +20,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[3]
 README = REPO_ROOT / "README.md"
 AIRFLOW_VALUES = REPO_ROOT / "deploy" / "helm" / "airflow-values.yaml"
+AIRFLOW_CELERY_VALUES = REPO_ROOT / "deploy" / "helm" / "airflow-values-celery.yaml"
 CHART_KEYS = ("postgres-password", "reload-token")  # the keys the chart's Secret holds (templates/_helpers.tpl)
 # The key each secret of the official Airflow chart is read with (the chart's documented keys).
 AIRFLOW_SECRET_KEYS = {
@@ -116,14 +117,23 @@ def test_the_readmes_secrets_are_every_secret_and_key_the_charts_read():
         for part in path:
             name = name[part]
         assert made.get(name) == {key}, f"airflow-values.yaml reads {key} from Secret {name}; the README makes {made.get(name)}"
+    # The Celery overlay's broker Secret, where the README shows the Celery install.
+    broker = yaml.safe_load(AIRFLOW_CELERY_VALUES.read_text())["data"]["brokerUrlSecretName"]
+    if any("deploy/helm/airflow-values-celery.yaml" in t for t in commands("Kubernetes (Helm)")):
+        assert made.get(broker) == {"connection"}, (
+            f"airflow-values-celery.yaml reads connection from Secret {broker}; the README makes {made.get(broker)}"
+        )
 
 
 def test_the_readmes_airflow_install_is_the_checked_chart_version_and_values():
-    (install,) = [t for t in commands("Kubernetes (Helm)") if t[:3] == ["helm", "install", "airflow"]]
+    installs = [t for t in commands("Kubernetes (Helm)") if t[:3] == ["helm", "install", "airflow"]]
+    # The default install, and (if the README shows it) the CeleryExecutor one: the overlay after the base file.
+    (install,) = [t for t in installs if flag_values(t, "-f") == ["deploy/helm/airflow-values.yaml"]]
+    for other in installs:
+        assert other is install or flag_values(other, "-f") == ["deploy/helm/airflow-values.yaml", "deploy/helm/airflow-values-celery.yaml"], other
     header = AIRFLOW_VALUES.read_text()
     (version,) = flag_values(install, "--version")
     assert f"--version {version}" in header, "the README installs another chart version than airflow-values.yaml is written for"
-    assert flag_values(install, "-f") == ["deploy/helm/airflow-values.yaml"]
     values = yaml.safe_load(header)
     sets = dict(v.split("=", 1) for v in flag_values(install, "--set"))
     chart_install = next(t for t in commands("Kubernetes (Helm)") if t[:3] == ["helm", "install", "chicago-taxi"])
