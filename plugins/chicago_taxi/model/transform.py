@@ -1,4 +1,5 @@
-"""The TFX Transform step: tf.Transform's `preprocessing_fn` run on Beam's DirectRunner.
+"""The TFX Transform step: tf.Transform's `preprocessing_fn` run on Beam (the DirectRunner unless
+TAXI_BEAM_OPTIONS names another runner).
 
 The analysis (means, quantiles, vocabularies) runs on the training split only; the resulting
 transform graph is saved and used again, unchanged, by the pyfunc at serving time, so training
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chicago_taxi.core import schema
+from chicago_taxi.core import config, schema
 
 log = logging.getLogger(__name__)
 
@@ -416,8 +417,15 @@ def pa_table_from_batch(record_batch):
 def analyze_and_transform(train_raw_path: Path, holdout_raw_path: Path, out_dir: Path) -> TransformResult:
     """Fit the transform on `train`, apply it to both splits, save the graph and the outputs.
 
-    One Beam pipeline on the DirectRunner: analyse + transform the training split, transform
-    the holdout with the same transform_fn, write both as Parquet and the graph as a SavedModel.
+    One Beam pipeline: analyse + transform the training split, transform the holdout with the
+    same transform_fn, write both as Parquet and the graph as a SavedModel. The pipeline options
+    come from `config.beam_pipeline_args()` (TAXI_BEAM_OPTIONS; unset: the in-process
+    DirectRunner with one worker); docs/distributed-transform.md gives the Flink, Spark and
+    Dataflow option strings. On a runner whose workers are other machines, every path given
+    here must be on storage that all of them share: the workers read the raw Parquet inputs and
+    write the Parquet parts (`_WriteRecordBatches`) and the graph to these paths themselves, as
+    local files (no GCS or S3 support); so must tf.Transform's temporary directory (today a
+    local `tempfile` directory), and the worker environment must have this package installed.
     """
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
@@ -433,7 +441,10 @@ def analyze_and_transform(train_raw_path: Path, holdout_raw_path: Path, out_dir:
         d.mkdir(parents=True)
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_feature_spec()))
     log.info("tf.Transform: analysing %d training trips, then transforming them and %d holdout trips", train_rows, holdout_rows)
-    options = beam.options.pipeline_options.PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    args = config.beam_pipeline_args()
+    options = beam.options.pipeline_options.PipelineOptions(args)
+    runner = options.view_as(beam.options.pipeline_options.StandardOptions).runner or "DirectRunner"
+    log.info("tf.Transform on Beam's %s (options: %s)", runner, " ".join(args))
     with tempfile.TemporaryDirectory() as tmp, beam.Pipeline(options=options) as pipeline:
         with tft_beam.Context(temp_dir=tmp, force_tf_compat_v1=False):
             # Rows enter through a reader step rather than beam.Create(rows): Create would pickle
