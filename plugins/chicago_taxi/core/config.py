@@ -277,12 +277,14 @@ def spark_master() -> str:
 
 def beam_pipeline_args() -> list[str]:
     """TAXI_BEAM_OPTIONS: Beam pipeline options for the tf.Transform step, as on a command line
-    (e.g. "--runner=FlinkRunner --flink_master=host:8081 --environment_type=LOOPBACK"). Unset:
-    the in-process DirectRunner with one worker."""
+    (e.g. "--runner=FlinkRunner --flink_master=host:8081 --environment_type=LOOPBACK";
+    docs/distributed-transform.md). Unset: Beam's in-process runner (FnApiRunner) with one worker,
+    named explicitly: Beam 2.77's default DirectRunner first tries to download the Prism runner
+    from GitHub and runs there when it can, so the default would depend on the network."""
     import shlex
 
     given = os.environ.get("TAXI_BEAM_OPTIONS", "").strip()
-    return shlex.split(given) if given else ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+    return shlex.split(given) if given else ["--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
 
 
 # ---------------------------------------------------------------- monitoring

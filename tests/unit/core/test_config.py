@@ -45,3 +45,20 @@ def test_scorer_and_join_engine_choices_default_and_refuse_unknown_values(monkey
     monkeypatch.setenv("TAXI_SCORER", "numba")
     with pytest.raises(ValueError, match="TAXI_SCORER='numba': expected auto or graph"):
         scorer_choice()
+
+
+def test_scale_out_settings_default_to_one_machine_and_refuse_unknown_engines(monkeypatch):
+    from chicago_taxi.core.config import beam_pipeline_args, offline_engine, spark_master
+
+    for name in ("TAXI_OFFLINE_ENGINE", "TAXI_SPARK_MASTER", "TAXI_BEAM_OPTIONS"):
+        monkeypatch.delenv(name, raising=False)
+    assert (offline_engine(), spark_master()) == ("pandas", "local[*]")
+    assert beam_pipeline_args()[0] == "--runner=FnApiRunner"  # in process, whatever the network offers
+    monkeypatch.setenv("TAXI_OFFLINE_ENGINE", "Spark")
+    monkeypatch.setenv("TAXI_SPARK_MASTER", "spark://head:7077")
+    monkeypatch.setenv("TAXI_BEAM_OPTIONS", "--runner=FlinkRunner --flink_master='head:8081'")
+    assert (offline_engine(), spark_master()) == ("spark", "spark://head:7077")
+    assert beam_pipeline_args() == ["--runner=FlinkRunner", "--flink_master=head:8081"]
+    monkeypatch.setenv("TAXI_OFFLINE_ENGINE", "dask")
+    with pytest.raises(ValueError, match="TAXI_OFFLINE_ENGINE='dask'"):
+        offline_engine()
