@@ -77,6 +77,9 @@ bench: init ## benchmark each training task on the full 15k trips
 bench-scaling: init ## each training task at 15k, 150k and 1.5M resampled trips: wall time, peak memory, growth (BENCH_ARGS="--sizes 15000,150000")
 	@$(ENV) python benchmarks/bench_scaling.py $(BENCH_ARGS)
 
+bench-engines: init ## aggregates and training join on pandas vs Spark local[2] at 15k, 150k, 1.5M trips: time, peak memory, crossover
+	@$(ENV) python benchmarks/bench_engines.py $(BENCH_ARGS)
+
 bench-monitoring: init ## taxi_monitoring's window task on 10,000 predictions vs bare pandas figures
 	@$(ENV) python benchmarks/bench_monitoring.py $(BENCH_ARGS)
 
@@ -109,4 +112,4 @@ clean: ## remove runtime state (Airflow DB, MLflow store, Bentos, run outputs, r
 	rm -rf var mlflow reports logs
 
 PHONY_EXTRA := backfill serve bench-serving bench-features bench-streaming materialize services services-stop kafka kafka-stop replay predictions
-.PHONY: $(PHONY_EXTRA) help venv init run test test-fast lint format bench airflow-ui airflow-stop mlflow-ui mlflow-server deploy-check suites clean monitor bench-monitoring bench-scaling
+.PHONY: $(PHONY_EXTRA) help venv init run test test-fast lint format bench airflow-ui airflow-stop mlflow-ui mlflow-server deploy-check suites clean monitor bench-monitoring bench-scaling bench-engines

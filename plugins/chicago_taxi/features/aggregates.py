@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from chicago_taxi.core import schema
+from chicago_taxi.core.config import offline_engine
 
 log = logging.getLogger(__name__)
 EVENT_TIMESTAMP = "event_timestamp"
@@ -133,7 +134,12 @@ def compute_view(trips: pd.DataFrame, view: schema.StoreView) -> pd.DataFrame:
 
 
 def write_offline_store(trips: pd.DataFrame, features_dir: Path) -> dict[str, dict]:
-    """Each view's aggregates as the Parquet its Feast FileSource reads (rewritten whole)."""
+    """Each view's aggregates as the Parquet its Feast FileSource reads (rewritten whole); with
+    TAXI_OFFLINE_ENGINE=spark computed by Spark (`features.spark_engine`), the same files."""
+    if offline_engine() == "spark":
+        from chicago_taxi.features.spark_engine import write_offline_store_spark
+
+        return write_offline_store_spark(trips, features_dir)
     features_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     for view in schema.STORE_VIEWS:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from chicago_taxi.core import schema
-from chicago_taxi.core.config import Settings, historical_join_engine, load_settings
+from chicago_taxi.core.config import Settings, historical_join_engine, load_settings, offline_engine
 from chicago_taxi.features.aggregates import EVENT_TIMESTAMP, entity_keys
 
 log = logging.getLogger(__name__)
@@ -230,8 +230,13 @@ def historical_features(trips: pd.DataFrame, settings: Settings | None = None, e
     `engine` (TAXI_HISTORICAL_JOIN): "asof" (default) joins the offline store's files itself, one
     sorted `merge_asof` per view: linear after the sort. "feast" asks Feast's file offline store,
     whose join grows with trips x rows per key (15k trips: 50 s; 150k did not finish in 25 min,
-    `make bench-scaling`). A test holds both to the same values on the sample."""
+    `make bench-scaling`). A test holds both to the same values on the sample. With
+    TAXI_OFFLINE_ENGINE=spark and no `engine` given, Spark joins (`features.spark_engine`)."""
     settings = settings or load_settings()
+    if engine is None and offline_engine() == "spark":
+        from chicago_taxi.features.spark_engine import historical_features_spark
+
+        return historical_features_spark(trips, settings)
     engine = engine or historical_join_engine()
     if engine == "asof":
         return historical_features_asof(trips, settings)
