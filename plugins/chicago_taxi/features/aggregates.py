@@ -98,8 +98,10 @@ class _Windows:
             if kind == "fare_per_mile":
                 sum_miles = self.sum(np.where(miles > 0, miles, 0.0))
                 return np.where(sum_miles > 0, self.sum(np.where(miles > 0, fare, 0.0)) / sum_miles, np.nan)
-            if kind == "mean_seconds":
-                return self.sum(seconds) / self.count
+            if kind == "mean_seconds":  # over the trips with a duration: one without is not a zero
+                timed = ~np.isnan(seconds)
+                count = self.sum(timed.astype(float))
+                return np.where(count > 0, self.sum(np.where(timed, seconds, 0.0)) / count, np.nan)
             if kind == "mean_fare":
                 return self.sum(fare) / self.count
             if kind == "median_fare_index":

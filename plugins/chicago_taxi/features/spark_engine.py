@@ -6,8 +6,8 @@ runs there, so executors need only Java and Spark).
 
 Equal values, not merely close ones: the windowed sums are differences of running sums taken in
 the pandas path's order (trip start, then row), as `numpy.cumsum` takes them, so the float32
-values come out bit for bit the same, a NaN `trip_seconds` included (it makes every later
-running sum NaN in both). Views, windows, cadences, features and their aggregations come from
+values come out bit for bit the same (a trip without `trip_seconds` is left out of both the sum
+and the count of the mean duration, in both). Views, windows, cadences, features and their aggregations come from
 `core.schema`; the trips' entity keys from `aggregates.entity_keys`.
 
 Feast's Spark offline store (`feast.infra.offline_stores.contrib.spark_offline_store`) is not
@@ -217,8 +217,12 @@ def _sum_inputs(kind: str) -> dict:
             "sum_miles": F.when(_is_positive(miles), miles).otherwise(F.lit(0.0)),
             "sum_fare_with_miles": F.when(_is_positive(miles), F.col("fare")).otherwise(F.lit(0.0)),
         }
-    if kind == "mean_seconds":
-        return {"sum_seconds": F.col("seconds")}
+    if kind == "mean_seconds":  # over the trips with a duration, as pandas
+        timed = F.col("seconds").isNotNull() & ~F.isnan("seconds")
+        return {
+            "sum_seconds": F.when(timed, F.col("seconds")).otherwise(F.lit(0.0)),
+            "timed_trips": F.when(timed, F.lit(1.0)).otherwise(F.lit(0.0)),
+        }
     if kind == "mean_fare":
         return {"sum_fare": F.col("fare")}
     return {}
@@ -234,7 +238,7 @@ def _aggregate(kind: str, windows):
     if kind == "fare_per_mile":
         return F.when(F.col("sum_miles") > 0, F.col("sum_fare_with_miles") / F.col("sum_miles")).otherwise(nan)
     if kind == "mean_seconds":
-        return F.col("sum_seconds") / F.col("count")
+        return F.when(F.col("timed_trips") > 0, F.col("sum_seconds") / F.col("timed_trips")).otherwise(nan)
     if kind == "mean_fare":
         return F.col("sum_fare") / F.col("count")
     if kind == "median_fare_index":
