@@ -1,11 +1,14 @@
 """`make airflow-ui` and `make airflow-stop`, the README's commands for the live stack, run as
 printed (ports and state dirs moved aside by environment variables): PostgreSQL, the MLflow
 tracking server on it, then Airflow, whose components use that server over HTTP; everything on
-127.0.0.1, the generated admin password never printed; `make airflow-stop` leaves nothing behind."""
+127.0.0.1, the generated admin password never printed; `make airflow-stop` leaves nothing behind.
+Twice: as `make airflow-ui`, and as `make airflow-ui EXECUTOR=celery WORKERS=2` (Redis started
+for the broker, two Celery workers beside the four components)."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -17,8 +20,11 @@ from fixtures.airflow import _session_pids, listening_sockets, postgres_dir
 from fixtures.env import REPO_ROOT, free_port, project_env
 
 
-def make(target: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", target], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+def make(target: str, env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", target, *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+EXECUTORS = {"local": (), "celery": ("EXECUTOR=celery", "WORKERS=2")}
 
 
 def environ_of(pid: int) -> dict[str, str]:
@@ -26,10 +32,12 @@ def environ_of(pid: int) -> dict[str, str]:
     return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    """The stack of `make airflow-ui` in a sandbox of its own; `make airflow-stop` at the end."""
-    tmp = tmp_path_factory.mktemp("live_stack")
+@pytest.fixture(scope="module", params=list(EXECUTORS))
+def live(request, tmp_path_factory):
+    """The stack of `make airflow-ui [EXECUTOR=celery WORKERS=2]` in a sandbox of its own;
+    `make airflow-stop` at the end."""
+    executor = request.param
+    tmp = tmp_path_factory.mktemp(f"live_stack_{executor}")
     pg_dir = postgres_dir("taxi-live-pg-")
     env = project_env(
         tmp,
@@ -39,6 +47,7 @@ def live(tmp_path_factory):
         TAXI_POSTGRES_DIR=str(pg_dir),
         TAXI_MLFLOW_SERVER_DIR=str(tmp / "mlflow-server"),
         TAXI_MLFLOW_SERVER_ARTIFACTS=str(tmp / "mlflow-artifacts"),
+        REDIS_PORT=str(free_port()),  # the Celery broker's Redis (make airflow-ui EXECUTOR=celery starts it)
     )
     # As a user's shell has them: nothing of project_env's embedded defaults that env.sh would keep.
     for key in ("MLFLOW_TRACKING_URI", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW__API__PORT"):
@@ -46,14 +55,21 @@ def live(tmp_path_factory):
     for key in [k for k in env if k.startswith("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS")]:
         env.pop(key)
     started = time.monotonic()
-    up = make("airflow-ui", env)
+    up = make("airflow-ui", env, *EXECUTORS[executor])
     seconds = time.monotonic() - started
     try:
-        assert up.returncode == 0, f"make airflow-ui failed ({up.returncode}):\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}"
-        print(f"\n[timing] make airflow-ui (PostgreSQL, MLflow server, migrate, Airflow healthy): {seconds:.1f} s", flush=True)
+        assert up.returncode == 0, (
+            f"make airflow-ui {' '.join(EXECUTORS[executor])} failed ({up.returncode}):\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}"
+        )
+        print(
+            f"\n[timing] make airflow-ui {' '.join(EXECUTORS[executor])} (PostgreSQL, MLflow server, migrate, Airflow healthy): {seconds:.1f} s",
+            flush=True,
+        )
         yield env, up, Path(env["AIRFLOW_HOME"])
     finally:
         down = make("airflow-stop", env, timeout=300)
+        if executor == "celery":  # the broker's Redis stays up after airflow-stop, as after `make services`
+            subprocess.run([str(REPO_ROOT / "scripts" / "redis.sh"), "stop", env["REDIS_PORT"]], capture_output=True, timeout=60)
         leftover = [p for p in _pids_under(tmp) if p]
         if leftover:  # never leave a stray server behind, whatever the assertions say
             subprocess.run(["kill", "-9", *map(str, leftover)], capture_output=True)
@@ -97,6 +113,12 @@ def test_airflow_uses_the_tracking_server_over_http(live):
     assert pids, "no Airflow process running"
     commands = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid in pids}
     components = [pid for pid, command in commands.items() if "bin/airflow " in command]
+    # Celery renames its processes ("[celeryd: worker-1@host:MainProcess] ..."): find them by name.
+    workers = {name for command in commands.values() if "celery" in command for name in re.findall(r"worker-\d+(?=@)", command)}
+    if "Executor: CeleryExecutor" in live[1].stdout:
+        assert "workers: worker-1 worker-2" in live[1].stdout and workers == {"worker-1", "worker-2"}, commands
+    else:
+        assert not workers, commands
     assert len(components) >= 4, commands
     uris = {commands[pid][:100]: environ_of(pid).get("MLFLOW_TRACKING_URI") for pid in components}
     assert set(uris.values()) == {f"http://127.0.0.1:{env['MLFLOW_PORT']}"}, uris
