@@ -62,7 +62,7 @@ backfill: venv ## backfill DAG from FROM to TO on the running stack (make airflo
 test: init ## run the whole pytest suite (starts what it needs: Redis, Kafka, PostgreSQL, Airflow, BentoML)
 	@$(ENV) python -m pytest $(PYTEST_ARGS)
 
-test-fast: init ## unit and DAG-integrity tests only (no service; under a minute)
+test-fast: init ## unit and DAG-integrity tests only (no service; about 2 minutes)
 	@$(ENV) python -m pytest -m "unit or dags" $(PYTEST_ARGS)
 
 lint: venv ## ruff: lint and format check of the whole tree (`make format` rewrites)
