@@ -36,7 +36,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench_scaling import DEFAULT_SIZES, _env_for, _git, _short, _tree_rss_mb
+from bench_scaling import DEFAULT_SIZES, _env_for, _git, _short, _tree_rss_mb, log_log_axes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
@@ -282,23 +282,11 @@ def render_plot(report: dict, path: Path) -> None:
                 points = [p for p in points if p[1] is not None]
                 if points:
                     ax.plot([p[0] for p in points], [p[1] for p in points], color=colors[engine], label=label, **styles[task])
-    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
     for ax, title, unit in (
         (ax_time, "Wall time (log-log; Spark: session start included)", "seconds"),
         (ax_mem, "Peak memory (Python driver + JVMs)", "MB"),
     ):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xticks(sizes)
-        ax.set_xticklabels([f"{n:,}" for n in sizes])
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("trips (resampled from the 15k sample)")
-        ax.set_ylabel(unit)
-        ax.set_title(title, fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
+        log_log_axes(ax, sizes, title, unit, title_size=10)
     handles, labels = ax_time.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(

@@ -515,20 +515,8 @@ def render_plot(report: dict, path: Path) -> None:
         ax_time.plot(
             [sizes[0], sizes[-1]], [t0, t0 * sizes[-1] / n0], color="grey", linestyle=":", linewidth=3, alpha=0.5, label="linear: time ~ trips"
         )
-    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
     for ax, title, unit in ((ax_time, "Wall time per task (log-log)", "seconds"), (ax_mem, "Peak memory per task (its process's RSS)", "MB")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xticks(sizes)
-        ax.set_xticklabels([f"{n:,}" for n in sizes])
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("trips (resampled from the 15k sample)")
-        ax.set_ylabel(unit)
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
+        log_log_axes(ax, sizes, title, unit)
     handles, labels = ax_time.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle(
@@ -539,6 +527,25 @@ def render_plot(report: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def log_log_axes(ax, sizes: list[int], title: str, unit: str, title_size: float | None = None) -> None:
+    """Log-log axes over the data set sizes (ticks at the sizes, plain numbers), as both scaling plots use them."""
+    import matplotlib.ticker
+
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(sizes)
+    ax.set_xticklabels([f"{n:,}" for n in sizes])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("trips (resampled from the 15k sample)")
+    ax.set_ylabel(unit)
+    ax.set_title(title, fontsize=title_size)
+    ax.grid(True, which="both", alpha=0.3)
 
 
 def print_summary(report: dict) -> None:

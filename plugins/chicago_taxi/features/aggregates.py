@@ -146,16 +146,17 @@ def write_offline_store(trips: pd.DataFrame, features_dir: Path) -> dict[str, di
     written = {}
     for view in schema.STORE_VIEWS:
         started = time.perf_counter()
-        frame = compute_view(trips, view)
-        path = features_dir / f"{view.name}.parquet"
-        tmp = path.with_suffix(".tmp.parquet")
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(path)  # readers never see a half-written file
-        written[view.name] = {
-            "path": str(path),
-            "rows": len(frame),
-            "entities": int(frame[view.entity].nunique()),
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-        log.info("%s: %d rows for %d entities -> %s", view.name, len(frame), written[view.name]["entities"], path)
+        written[view.name] = write_view_file(compute_view(trips, view), view, features_dir, started)
     return written
+
+
+def write_view_file(frame: pd.DataFrame, view: schema.StoreView, features_dir: Path, started: float, engine: str = "pandas") -> dict:
+    """One view's rows as the Parquet file its Feast FileSource names (replaced whole: readers never
+    see a half-written file); what was written, with the seconds since `started`."""
+    path = features_dir / f"{view.name}.parquet"
+    tmp = path.with_suffix(".tmp.parquet")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    entities = int(frame[view.entity].nunique())
+    log.info("%s: %d rows for %d entities -> %s (%s)", view.name, len(frame), entities, path, engine)
+    return {"path": str(path), "rows": len(frame), "entities": entities, "seconds": round(time.perf_counter() - started, 2)}

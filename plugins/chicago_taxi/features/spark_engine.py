@@ -35,7 +35,7 @@ import pandas as pd
 
 from chicago_taxi.core import schema
 from chicago_taxi.core.config import Settings, load_settings, spark_master
-from chicago_taxi.features.aggregates import CREATED, EVENT_TIMESTAMP, compute_view, entity_keys
+from chicago_taxi.features.aggregates import CREATED, EVENT_TIMESTAMP, compute_view, entity_keys, write_view_file
 
 log = logging.getLogger(__name__)
 MIN_JAVA = 17  # Spark 4 runs on Java 17 or 21
@@ -358,17 +358,7 @@ def write_offline_store_spark(trips: pd.DataFrame, features_dir: Path, spark=Non
         for view in schema.STORE_VIEWS:
             started = time.perf_counter()
             frame = compute_view(trips, view) if trip_rows is None else _store_frame(view_rows(trip_rows, view), view)
-            path = features_dir / f"{view.name}.parquet"
-            tmp = path.with_suffix(".tmp.parquet")
-            frame.to_parquet(tmp, index=False)
-            tmp.replace(path)  # readers never see a half-written file
-            written[view.name] = {
-                "path": str(path),
-                "rows": len(frame),
-                "entities": int(frame[view.entity].nunique()),
-                "seconds": round(time.perf_counter() - started, 2),
-            }
-            log.info("%s: %d rows for %d entities -> %s (Spark)", view.name, len(frame), written[view.name]["entities"], path)
+            written[view.name] = write_view_file(frame, view, features_dir, started, "pandas" if trip_rows is None else "Spark")
     return written
 
 
