@@ -20,12 +20,23 @@ Why it cannot skew from the graph:
 
 Graphs saved before their parameters were recorded (`transform.PARAM_PREFIX`) have none: such
 models are scored by the traced TensorFlow graph, as before.
+
+The scorer bundle: loading the graph and the Keras model to build this scorer imports TensorFlow
+(~8 s here) and takes ~20 s in a fresh process, the cold start of every stream task. So training
+saves the checked scorer as a bundle (`FastScorer.save`: `scorer.npz` with the analyzer values,
+the layer weights and the graph's own outputs on the probe trips; `scorer.json` with the
+vocabularies and the layer configs), logged with the model. `FastScorer.load` needs numpy only
+(the out-of-vocabulary hash is FarmHash's Fingerprint64, which is TensorFlow's
+`to_hash_bucket_fast`, from the `cityhash` package) and repeats the load-time check without
+TensorFlow: it scores the probe trips and requires the graph's recorded outputs to `TOLERANCE`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 
@@ -37,6 +48,10 @@ log = logging.getLogger(__name__)
 # fare (absolute, and relative to the value), at load and in tests.
 TOLERANCE = 1e-5
 OOV_CACHE_SIZE = 4096
+# The scorer bundle (`FastScorer.save` / `FastScorer.load`).
+BUNDLE_FORMAT = 1
+BUNDLE_ARRAYS = "scorer.npz"
+BUNDLE_SPEC = "scorer.json"
 
 
 class Unavailable(Exception):
@@ -131,9 +146,7 @@ class SavedAnalyzers:
         cache = self._oov[name]
         bucket = cache.get(token)
         if bucket is None:
-            import tensorflow as tf
-
-            bucket = int(tf.strings.to_hash_bucket_fast([token], num_oov_buckets).numpy()[0])
+            bucket = oov_bucket(token, num_oov_buckets)
             cache[token] = bucket
             if len(cache) > OOV_CACHE_SIZE:
                 cache.popitem(last=False)
@@ -141,6 +154,14 @@ class SavedAnalyzers:
 
     def present_mean(self, filled, present, name: str):
         return np.float32(self._param(f"{name}.mean")[0])
+
+
+def oov_bucket(token: bytes, num_buckets: int) -> int:
+    """`tf.strings.to_hash_bucket_fast`: FarmHash Fingerprint64 of the bytes, modulo the bucket
+    count (a test holds it to TensorFlow's on many tokens), without importing TensorFlow."""
+    from farmhash import Fingerprint64
+
+    return Fingerprint64(token) % num_buckets
 
 
 class NumpyNetwork:
@@ -153,18 +174,25 @@ class NumpyNetwork:
     float64 the batch-size noise is about 1e-16 of the fare, far below a cent's rounding edge,
     and the result stays within `TOLERANCE` of the float32 graph."""
 
-    def __init__(self, model):
+    def __init__(self, steps: list[tuple], outputs: list[str]):
+        self.steps = steps  # (layer name, class, inbound layer names, weights, config) in graph order
+        self.outputs = outputs
+        for name, kind, _, _, config in steps:
+            if kind not in _LAYERS:
+                raise Unavailable(f"layer {name} of type {kind} has no numpy form")
+            if kind == "Dense" and config.get("activation") not in ("relu", "linear"):
+                raise Unavailable(f"Dense layer {name} has activation {config.get('activation')!r}")
+
+    @classmethod
+    def from_model(cls, model) -> NumpyNetwork:
+        """From a loaded Keras model's config and weights."""
         config = model.get_config()
-        self.outputs = [_history(t) for t in _tensors(config["output_layers"])]
-        self.steps = []  # (layer name, class, inbound layer names, weights, config) in graph order
+        steps = []
         for layer in config["layers"]:
             inbound = [_history(t) for node in layer.get("inbound_nodes", []) for t in _tensors(node)]
             weights = [np.asarray(w, dtype=np.float64) for w in model.get_layer(layer["name"]).get_weights()]
-            self.steps.append((layer["name"], layer["class_name"], inbound, weights, layer["config"]))
-            if layer["class_name"] not in _LAYERS:
-                raise Unavailable(f"layer {layer['name']} of type {layer['class_name']} has no numpy form")
-            if layer["class_name"] == "Dense" and layer["config"].get("activation") not in ("relu", "linear"):
-                raise Unavailable(f"Dense layer {layer['name']} has activation {layer['config'].get('activation')!r}")
+            steps.append((layer["name"], layer["class_name"], inbound, weights, layer["config"]))
+        return cls(steps, [_history(t) for t in _tensors(config["output_layers"])])
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         values: dict[str, np.ndarray] = {}
@@ -229,18 +257,101 @@ _LAYERS = {
 class FastScorer:
     """Raw feature arrays (`transform.raw_frame_to_features`) -> (fares, repair masks), in numpy."""
 
-    def __init__(self, graph, model, kinds: dict[str, tuple[str, int]]):
+    def __init__(
+        self,
+        params: dict[str, np.ndarray],
+        vocabularies: dict[str, list[bytes]],
+        network: NumpyNetwork,
+        input_names,
+        kinds: dict[str, tuple[str, int]],
+    ):
+        self.params, self.vocabularies, self.kinds = params, vocabularies, kinds
+        self.analyzers = SavedAnalyzers(params, vocabularies)
+        self.network = network
+        single_threaded_blas()
+        self.input_names = set(input_names)
+        self.dense = [name for name, (kind, _) in kinds.items() if kind == "dense"]
+        self.categorical = [name for name, (kind, _) in kinds.items() if kind == "categorical"]
+        self.scales = [name for name, (kind, _) in kinds.items() if kind == "scale"]
+
+    @classmethod
+    def from_graph(cls, graph, model, kinds: dict[str, tuple[str, int]]) -> FastScorer:
+        """From the saved transform graph (`transform.TransformGraph`) and the loaded Keras model."""
         params = graph.params()
         if not params:
             raise Unavailable("the transform graph was saved before its parameters were recorded")
         vocabularies = {name: graph.output.vocabulary_by_name(name) for name in schema.VOCAB_FEATURES}
-        self.analyzers = SavedAnalyzers(params, vocabularies)
-        self.network = NumpyNetwork(model)
-        single_threaded_blas()
-        self.input_names = graph.input_names
-        self.dense = [name for name, (kind, _) in kinds.items() if kind == "dense"]
-        self.categorical = [name for name, (kind, _) in kinds.items() if kind == "categorical"]
-        self.scales = [name for name, (kind, _) in kinds.items() if kind == "scale"]
+        return cls(params, vocabularies, NumpyNetwork.from_model(model), graph.input_names, kinds)
+
+    def save(self, directory: Path, probe_fares: np.ndarray, probe_repairs: np.ndarray) -> Path:
+        """Write the bundle: everything `load` needs, and the graph's outputs on `probe_trips()`
+        (fares before the floor, repair masks) that `load` checks against."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {f"param/{k}": np.asarray(v) for k, v in self.params.items()}
+        arrays |= {f"weight/{name}/{i}": w for name, _, _, weights, _ in self.network.steps for i, w in enumerate(weights)}
+        arrays |= {"probe/fares": np.asarray(probe_fares, dtype=np.float64), "probe/repairs": np.asarray(probe_repairs, dtype=np.int64)}
+        spec = {
+            "format": BUNDLE_FORMAT,
+            "tolerance": TOLERANCE,
+            # bytes as latin-1 text: one character per byte, so any token survives JSON
+            "vocabularies": {name: [t.decode("latin-1") for t in tokens] for name, tokens in self.vocabularies.items()},
+            "layers": [{"name": n, "class": k, "inbound": i, "weights": len(w), "config": c} for n, k, i, w, c in self.network.steps],
+            "outputs": self.network.outputs,
+            "input_names": sorted(self.input_names),
+            "kinds": {name: list(kind) for name, kind in self.kinds.items()},
+        }
+        np.savez(directory / BUNDLE_ARRAYS, **arrays)
+        (directory / BUNDLE_SPEC).write_text(json.dumps(spec, indent=1, default=_not_json))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> FastScorer:
+        """The bundle `save` wrote, checked: the probe trips must score as the graph scored them
+        (`Unavailable` otherwise, or when the bundle is missing, of another format or incomplete)."""
+        directory = Path(directory)
+        try:
+            spec = json.loads((directory / BUNDLE_SPEC).read_text())
+            with np.load(directory / BUNDLE_ARRAYS) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError) as exc:
+            raise Unavailable(f"no readable scorer bundle in {directory}: {exc}") from exc
+        if spec.get("format") != BUNDLE_FORMAT:
+            raise Unavailable(f"scorer bundle {directory} has format {spec.get('format')!r}, this code reads {BUNDLE_FORMAT}")
+        try:
+            steps = [
+                (
+                    layer["name"],
+                    layer["class"],
+                    layer["inbound"],
+                    [arrays[f"weight/{layer['name']}/{i}"] for i in range(layer["weights"])],
+                    layer["config"],
+                )
+                for layer in spec["layers"]
+            ]
+            scorer = cls(
+                {k.removeprefix("param/"): v for k, v in arrays.items() if k.startswith("param/")},
+                {name: [t.encode("latin-1") for t in tokens] for name, tokens in spec["vocabularies"].items()},
+                NumpyNetwork(steps, spec["outputs"]),
+                spec["input_names"],
+                {name: tuple(kind) for name, kind in spec["kinds"].items()},
+            )
+            expected = arrays["probe/fares"], arrays["probe/repairs"]
+        except KeyError as exc:
+            raise Unavailable(f"scorer bundle {directory} lacks {exc}") from exc
+        scorer.check_probes(*expected)
+        return scorer
+
+    def check_probes(self, graph_fares: np.ndarray, graph_repairs: np.ndarray) -> None:
+        """`Unavailable` unless `probe_trips()` score within `TOLERANCE` of the graph's outputs."""
+        from chicago_taxi.model.transform import raw_frame_to_features
+
+        fares, repairs = self(raw_frame_to_features(probe_trips()))
+        if len(fares) != len(graph_fares):
+            raise Unavailable(f"the graph's outputs cover {len(graph_fares)} probe trips, there are {len(fares)}")
+        worst = max(max_difference(fares, graph_fares), float(np.any(repairs != graph_repairs)))
+        if worst > 0:
+            raise Unavailable(f"the numpy path differs from the graph on probe trips (excess {worst:.3g})")
 
     def transform(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from chicago_taxi.model.transform import transform_trips
@@ -253,6 +364,10 @@ class FastScorer:
         inputs.update({n: transformed[n] for n in self.categorical})
         inputs.update({n: transformed[n].astype(np.float64) for n in self.scales})
         return self.network(inputs), transformed[REPAIRS_OUTPUT]
+
+
+def _not_json(value):
+    raise Unavailable(f"a layer config holds {type(value).__name__}, which the scorer bundle cannot save")
 
 
 def single_threaded_blas() -> None:

@@ -19,19 +19,54 @@ log = logging.getLogger(__name__)
 
 TRANSFORM_ARTIFACT = "transform_graph"
 MODEL_ARTIFACT = "keras_model"
+# The numpy scorer bundle (`FarePredictor.export_numpy_scorer`); models logged before it have none.
+NUMPY_SCORER_ARTIFACT = "numpy_scorer"
 
 
 class FarePredictor:
-    def __init__(self, transform_dir: str | Path, model_path: str | Path):
-        import keras
+    """`scorer_dir`: the model's numpy scorer bundle (`fast_path.FastScorer.save`), when it has
+    one. With it the predictor loads without TensorFlow (the transform graph and the Keras model
+    load only if something asks for them); without it, or when the bundle fails its check, the
+    numpy path is built from the graph and the model and checked against the graph at load."""
 
-        from chicago_taxi.model.transform import TransformGraph
-
+    def __init__(self, transform_dir: str | Path, model_path: str | Path, scorer_dir: str | Path | None = None):
         self.transform_dir, self.model_path = Path(transform_dir), Path(model_path)
-        self.graph = TransformGraph(transform_dir)
-        self.model = keras.models.load_model(model_path)
-        self._fused = None
-        self.fast, self.scorer_note = self._build_fast() if scorer_choice() == "auto" else (None, "TAXI_SCORER=graph")
+        self._graph = self._model = self._fused = None
+        if scorer_choice() != "auto":
+            self.fast, self.scorer_note = None, "TAXI_SCORER=graph"
+            _ = self.graph, self.model  # loaded now, not on the first request
+            return
+        loaded = self._load_bundle(Path(scorer_dir)) if scorer_dir is not None else None
+        self.fast, self.scorer_note = loaded or self._build_fast()
+
+    @property
+    def graph(self):
+        """The saved transform graph (`transform.TransformGraph`), loaded on first use."""
+        if self._graph is None:
+            from chicago_taxi.model.transform import TransformGraph
+
+            self._graph = TransformGraph(self.transform_dir)
+        return self._graph
+
+    @property
+    def model(self):
+        """The Keras model, loaded on first use."""
+        if self._model is None:
+            import keras
+
+            self._model = keras.models.load_model(self.model_path)
+        return self._model
+
+    @staticmethod
+    def _load_bundle(scorer_dir: Path):
+        from chicago_taxi.model import fast_path
+
+        try:
+            fast = fast_path.FastScorer.load(scorer_dir)
+        except fast_path.Unavailable as exc:
+            log.warning("numpy scorer bundle not used (%s); building the numpy path from the graph", exc)
+            return None
+        return fast, "numpy (bundle, checked against the graph's outputs on probe trips at load)"
 
     def _build_fast(self):
         """The numpy scoring path (`model.fast_path`), checked against the graph on probe trips;
@@ -41,7 +76,7 @@ class FarePredictor:
         from chicago_taxi.model.transform import raw_frame_to_features
 
         try:
-            fast = fast_path.FastScorer(self.graph, self.model, kinds_of_model(self.model))
+            fast = fast_path.FastScorer.from_graph(self.graph, self.model, kinds_of_model(self.model))
             probes = raw_frame_to_features(fast_path.probe_trips())
             ours, graph = fast(probes), self._graph_scores(probes)
         except fast_path.Unavailable as exc:
@@ -53,6 +88,22 @@ class FarePredictor:
             log.warning(note)
             return None, note
         return fast, "numpy (checked against the graph at load)"
+
+    def export_numpy_scorer(self, directory: str | Path) -> Path | None:
+        """Save the checked numpy path as a bundle (with the graph's outputs on the probe trips)
+        that `FarePredictor(..., scorer_dir=directory)` loads without TensorFlow; None when this
+        model is scored by the graph."""
+        from chicago_taxi.model import fast_path
+        from chicago_taxi.model.transform import raw_frame_to_features
+
+        if self.fast is None:
+            return None
+        fares, repairs = self._graph_scores(raw_frame_to_features(fast_path.probe_trips()))
+        try:
+            return self.fast.save(Path(directory), fares, repairs)
+        except fast_path.Unavailable as exc:
+            log.warning("no numpy scorer bundle: %s", exc)
+            return None
 
     def _build_fused(self):
         """Transform graph and model traced into one `tf.function` over raw feature tensors.
@@ -123,7 +174,9 @@ try:  # the pyfunc wrapper needs mlflow; the predictor itself does not
         """MLflow pyfunc: a pandas DataFrame of raw trip columns (Chicago names) -> predicted fares."""
 
         def load_context(self, context):
-            self.predictor = FarePredictor(context.artifacts[TRANSFORM_ARTIFACT], context.artifacts[MODEL_ARTIFACT])
+            self.predictor = FarePredictor(
+                context.artifacts[TRANSFORM_ARTIFACT], context.artifacts[MODEL_ARTIFACT], context.artifacts.get(NUMPY_SCORER_ARTIFACT)
+            )
 
         def predict(self, context, model_input, params=None):
             frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from chicago_taxi.core import schema
-from chicago_taxi.model.predictor import MODEL_ARTIFACT, TRANSFORM_ARTIFACT
+from chicago_taxi.model.predictor import MODEL_ARTIFACT, NUMPY_SCORER_ARTIFACT, TRANSFORM_ARTIFACT
 from chicago_taxi.training.evaluate import HoldoutMetrics
 from chicago_taxi.training.reference import ARTIFACT as REFERENCE_ARTIFACT
 
@@ -82,6 +82,7 @@ def log_run(
     transform_dir: str | None,
     reference_dir: str | None = None,
     model_path: str | None,
+    scorer_dir: str | None = None,
     register: bool,
     alias: str | None,
     input_example: pd.DataFrame | None,
@@ -108,7 +109,7 @@ def log_run(
             name="model",
             # Logged as code, not a pickle: the class lives in this package (shipped via code_paths).
             python_model=str(PACKAGE_DIR / "model" / "pyfunc_entry.py"),
-            artifacts={TRANSFORM_ARTIFACT: transform_dir, MODEL_ARTIFACT: model_path},
+            artifacts={TRANSFORM_ARTIFACT: transform_dir, MODEL_ARTIFACT: model_path} | ({NUMPY_SCORER_ARTIFACT: scorer_dir} if scorer_dir else {}),
             code_paths=[str(PACKAGE_DIR)],
             input_example=input_example,
             signature=model_signature(),
@@ -143,5 +144,5 @@ def model_signature():
 def _pip_requirements() -> list[str]:
     from importlib.metadata import version
 
-    packages = ["mlflow", "tensorflow", "tensorflow-transform", "keras", "pandas", "numpy", "pyarrow", "protobuf"]
+    packages = ["mlflow", "tensorflow", "tensorflow-transform", "keras", "pandas", "numpy", "pyarrow", "protobuf", "cityhash"]
     return [f"{p}=={version(p)}" for p in packages]

@@ -79,7 +79,7 @@ def evaluate(run_id: str, settings: Settings | None = None) -> dict:
     fare is usable (dirty inputs included, as serving will meet them) and the clean ones among
     them (trips the transform graph did not repair)."""
     from chicago_taxi.model.network import model_filename
-    from chicago_taxi.model.predictor import FarePredictor
+    from chicago_taxi.model.predictor import NUMPY_SCORER_ARTIFACT, FarePredictor
     from chicago_taxi.training import registry
     from chicago_taxi.training.evaluate import HoldoutMetrics, TariffBaseline, decide_promotion, plot_evaluation
     from chicago_taxi.training.reference import ARTIFACT as REFERENCE_ARTIFACT
@@ -102,6 +102,8 @@ def evaluate(run_id: str, settings: Settings | None = None) -> dict:
     # The baseline is a tariff fitted on clean training trips (as a person would fit one), then
     # judged on the same rows as the candidate.
     chosen_predictor = FarePredictor(paths["transform"] / "transform_graph", paths["model"] / model_filename(chosen))
+    # The checked numpy path, saved to load without TensorFlow wherever the model is served.
+    scorer_bundle = chosen_predictor.export_numpy_scorer(paths["model"] / NUMPY_SCORER_ARTIFACT)
     train_predicted, train_repairs = chosen_predictor.predict_with_repairs(train_raw)
     baseline_model = TariffBaseline.fit(train_raw[train_repairs == 0])
     baseline = HoldoutMetrics.of(holdout[schema.LABEL], baseline_model.predict(holdout), clean)
@@ -113,7 +115,13 @@ def evaluate(run_id: str, settings: Settings | None = None) -> dict:
     reference = build_reference(train_raw, train_predicted, train_repairs, candidate.as_dict(), paths["model"] / REFERENCE_ARTIFACT, settings.seed)
     repaired = {r.code: int(((repairs >> bit) & 1).sum()) for bit, r in enumerate(schema.REPAIRS)}
     section = {
-        "candidate": candidate.as_dict() | {"with_store_features": chosen, "model_file": model_filename(chosen)},
+        "candidate": candidate.as_dict()
+        | {
+            "with_store_features": chosen,
+            "model_file": model_filename(chosen),
+            "numpy_scorer": scorer_bundle.name if scorer_bundle else None,
+            "scorer": chosen_predictor.scorer_note,
+        },
         "with_store_features": variants[True][0].as_dict(),
         "without_store_features": variants[False][0].as_dict(),
         "baseline": baseline.as_dict() | {"coefficients": baseline_model.__dict__},
@@ -178,6 +186,7 @@ def register(run_id: str, settings: Settings | None = None) -> dict:
         transform_dir=str(paths["transform"] / "transform_graph"),
         reference_dir=str(paths["model"] / REFERENCE_ARTIFACT),
         model_path=str(paths["model"] / evaluation["candidate"]["model_file"]),
+        scorer_dir=str(paths["model"] / evaluation["candidate"]["numpy_scorer"]) if evaluation["candidate"].get("numpy_scorer") else None,
         register=decision["register"],
         alias=decision["alias"],
         input_example=holdout.drop(columns=[schema.LABEL, "tips"]).head(3).astype({f: "float64" for f in schema.STORE_FEATURES}),

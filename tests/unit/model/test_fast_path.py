@@ -135,3 +135,73 @@ def test_request_dicts_give_the_same_graph_inputs_as_a_frame():
             assert got[name].tolist() == values.tolist(), name
         else:
             np.testing.assert_array_equal(got[name], values, err_msg=name)
+
+
+def test_the_oov_hash_is_tensorflows_without_tensorflow():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(11)
+    tokens = [b"", b"x", "Café Taxi ñ".encode(), b"Flash Cab" * 20] + [rng.bytes(int(n)) for n in rng.integers(1, 200, 400)]
+    for buckets in (1, 2, 97, 1000):
+        expected = tf.strings.to_hash_bucket_fast(tokens, buckets).numpy().tolist()
+        assert [fast_path.oov_bucket(t, buckets) for t in tokens] == expected
+
+
+def bundle_of(predictor, tmp_path):
+    directory = predictor.export_numpy_scorer(tmp_path / "numpy_scorer")
+    assert directory is not None and (directory / fast_path.BUNDLE_ARRAYS).exists()
+    return directory
+
+
+def test_the_bundle_scores_like_the_graph_and_loads_without_tensorflow(predictor, transform_run, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    directory = bundle_of(predictor, tmp_path)
+    loaded = FarePredictor(transform_run[2].transform_dir, predictor.model_path, directory)
+    assert loaded.fast is not None and "bundle" in loaded.scorer_note
+    assert loaded._graph is None and loaded._model is None  # neither the graph nor Keras was loaded
+    rows = all_rows(transform_run)
+    rows = pd.concat([rows, rows.head(50).assign(company=[f"Unheard Of Cab {i}" for i in range(50)])], ignore_index=True)
+    features = raw_frame_to_features(rows)
+    fares, repairs = loaded.fast(features)
+    graph_fares, graph_repairs = predictor._graph_scores(features)
+    assert fast_path.max_difference(fares, graph_fares) == 0
+    np.testing.assert_array_equal(repairs, graph_repairs)
+    # In a fresh process: the bundle loads and scores with no TensorFlow, Keras or tf.Transform imported.
+    code = (
+        "import sys, json\n"
+        "from chicago_taxi.model.predictor import FarePredictor\n"
+        "from chicago_taxi.model.fast_path import probe_trips\n"
+        f"p = FarePredictor({str(transform_run[2].transform_dir)!r}, {str(predictor.model_path)!r}, {str(directory)!r})\n"
+        "fares = p.predict(probe_trips())\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'tensorflow_transform', 'tf_keras'})\n"
+        "print(json.dumps({'note': p.scorer_note, 'fares': fares.tolist(), 'heavy': heavy}))\n"
+    )
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+    assert out["heavy"] == [], out
+    np.testing.assert_allclose(out["fares"], predictor.predict(fast_path.probe_trips()), rtol=0, atol=1e-9)
+
+
+def test_a_bundle_that_disagrees_with_the_graphs_outputs_is_refused(predictor, transform_run, tmp_path):
+    directory = bundle_of(predictor, tmp_path)
+    with np.load(directory / fast_path.BUNDLE_ARRAYS) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["probe/fares"] = arrays["probe/fares"] + 0.01  # as if the graph had scored otherwise
+    np.savez(directory / fast_path.BUNDLE_ARRAYS, **arrays)
+    with pytest.raises(fast_path.Unavailable, match="differs from the graph"):
+        fast_path.FastScorer.load(directory)
+    # The predictor then builds and checks the numpy path from the graph itself, and says why.
+    fallback = FarePredictor(transform_run[2].transform_dir, predictor.model_path, directory)
+    assert fallback.fast is not None and fallback.scorer_note == "numpy (checked against the graph at load)"
+
+
+def test_a_missing_or_foreign_bundle_is_refused_with_its_reason(predictor, tmp_path):
+    with pytest.raises(fast_path.Unavailable, match="no readable scorer bundle"):
+        fast_path.FastScorer.load(tmp_path / "nothing")
+    directory = bundle_of(predictor, tmp_path)
+    spec = directory / fast_path.BUNDLE_SPEC
+    spec.write_text(spec.read_text().replace(f'"format": {fast_path.BUNDLE_FORMAT}', '"format": 99'))
+    with pytest.raises(fast_path.Unavailable, match="format 99"):
+        fast_path.FastScorer.load(directory)
