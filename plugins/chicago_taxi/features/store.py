@@ -73,6 +73,15 @@ def registry_lock(settings: Settings):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def read_store_yaml(settings: Settings) -> dict:
+    """feature_repo/feature_store.yaml as Feast reads it (`feast.repo_config.load_repo_config`:
+    environment variables substituted, then YAML), without importing feast."""
+    import yaml
+
+    configure_feast_env(settings)
+    return yaml.safe_load(os.path.expandvars((settings.feature_repo / "feature_store.yaml").read_text()))
+
+
 def feature_store(settings: Settings | None = None):
     from feast import FeatureStore
 

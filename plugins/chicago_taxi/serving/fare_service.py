@@ -139,13 +139,15 @@ def load_challenger(settings: Settings, version: str) -> LoadedModel:
 
 
 def predictor_from_model_dir(local: Path):
-    """A `FarePredictor` from a local copy of a logged pyfunc (its MLmodel names the artifacts)."""
+    """A `FarePredictor` from a local copy of a logged pyfunc (its MLmodel names the artifacts;
+    with the numpy scorer bundle among them the model loads without TensorFlow)."""
     import yaml
 
-    from chicago_taxi.model.predictor import MODEL_ARTIFACT, TRANSFORM_ARTIFACT, FarePredictor
+    from chicago_taxi.model.predictor import MODEL_ARTIFACT, NUMPY_SCORER_ARTIFACT, TRANSFORM_ARTIFACT, FarePredictor
 
     spec = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]["artifacts"]
-    return FarePredictor(local / spec[TRANSFORM_ARTIFACT]["path"], local / spec[MODEL_ARTIFACT]["path"])
+    bundle = spec.get(NUMPY_SCORER_ARTIFACT)  # versions logged before the bundle existed have none
+    return FarePredictor(local / spec[TRANSFORM_ARTIFACT]["path"], local / spec[MODEL_ARTIFACT]["path"], local / bundle["path"] if bundle else None)
 
 
 class OnlineStoreClient:
@@ -158,13 +160,21 @@ class OnlineStoreClient:
         from chicago_taxi.features.store import feature_store
 
         self.settings = settings
-        self.store = store if store is not None else feature_store(settings)
+        self.store = store
         self.reader = None
         if settings.online_store == "redis":
+            # Project and key serialization from feature_store.yaml: no FeatureStore, no `import feast` (~8 s).
+            from chicago_taxi.features.redis_layout import redis_store_config
             from chicago_taxi.features.redis_reader import RedisFeatureReader
 
-            config = self.store.config
-            self.reader = RedisFeatureReader(self._fail_fast_redis_client(), config.project, config.entity_key_serialization_version)
+            if store is not None:
+                project, version = store.config.project, store.config.entity_key_serialization_version
+            else:
+                config = redis_store_config(settings)
+                project, version = config.project, config.serialization_version
+            self.reader = RedisFeatureReader(self._fail_fast_redis_client(), project, version)
+        elif store is None:
+            self.store = feature_store(settings)
         self.retry_seconds = settings.online_store_retry_seconds
         self._down_until = 0.0
         self.last_error: str | None = None
