@@ -107,6 +107,7 @@ class SavedAnalyzers:
         self.vocabularies = {name: {token: i for i, token in enumerate(tokens)} for name, tokens in vocabularies.items()}
         self._oov: dict[str, OrderedDict] = {name: OrderedDict() for name in vocabularies}
         self._z_scales: dict[str, tuple[np.float32, np.float32]] = {}
+        self._boundaries: dict[tuple, np.ndarray] = {}
 
     def _param(self, name: str) -> np.ndarray:
         try:
@@ -127,7 +128,10 @@ class SavedAnalyzers:
         return (x - mean) / denominator if denominator != 0 else x - mean
 
     def bucketize(self, x, num_buckets: int, name: str):
-        boundaries = self._param(f"{name}.boundaries").astype(x.dtype)
+        key = (name, x.dtype)
+        boundaries = self._boundaries.get(key)
+        if boundaries is None:
+            boundaries = self._boundaries[key] = self._param(f"{name}.boundaries").astype(x.dtype)
         return np.searchsorted(boundaries, x, side="right").astype(np.int64)
 
     def vocabulary_ids(self, text, top_k: int, num_oov_buckets: int, name: str):
@@ -360,7 +364,10 @@ class FastScorer:
 
     def __call__(self, features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         transformed = self.transform(features)
-        inputs = {"dense_features": np.stack([transformed[n].astype(np.float64) for n in self.dense], axis=1)}
+        dense = np.empty((len(features["trip_miles"]), len(self.dense)), dtype=np.float64)
+        for j, name in enumerate(self.dense):  # cheaper than casting each column and stacking them
+            dense[:, j] = transformed[name]
+        inputs = {"dense_features": dense}
         inputs.update({n: transformed[n] for n in self.categorical})
         inputs.update({n: transformed[n].astype(np.float64) for n in self.scales})
         return self.network(inputs), transformed[REPAIRS_OUTPUT]

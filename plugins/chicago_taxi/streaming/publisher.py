@@ -7,6 +7,9 @@ from collections import Counter
 from chicago_taxi.core.jsonable import encoded
 from chicago_taxi.core.process_cache import cached, forget
 
+# Delivery reports are served every this many sends (a poll per message cost more than the send).
+POLL_EVERY = 500
+
 
 class PublishFailed(RuntimeError):
     """Some results were not acknowledged by the broker: nothing was committed."""
@@ -37,6 +40,7 @@ class Publisher:
         )
         self.failed: list[str] = []
         self.delivered = Counter()
+        self._queued = 0
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
@@ -53,7 +57,9 @@ class Publisher:
                 break
             except BufferError:
                 self.producer.poll(0.1)
-        self.producer.poll(0)
+        self._queued += 1
+        if self._queued % POLL_EVERY == 0:  # serve delivery reports now and then; flush() serves the rest
+            self.producer.poll(0)
 
     def flush(self) -> None:
         remaining = self.producer.flush(self.timeout)

@@ -676,7 +676,10 @@ def test_airflow_components_run_as_scripts_airflow_stack_sh_runs_them():
         flags, native_flags = native_command(ours[component]), native_command(tokens)
         assert set(flags) == set(native_flags), f"airflow {component}: compose {ours[component]}, native {tokens}"
     health_path = urlsplit(re.search(r'health_url="([^"]+)"', script).group(1)).path
-    assert f"http://localhost:8080{health_path}" in data["services"]["airflow-apiserver"]["healthcheck"]["test"]
+    # ... and the Execution API's warm-up request the script makes after it (its first request builds its routes)
+    warm_path = urlsplit(re.search(r'curl [^\n]*"(http://127\.0\.0\.1:\$port/execution/[^"]+)"', script).group(1)).path
+    check = " ".join(data["services"]["airflow-apiserver"]["healthcheck"]["test"])
+    assert f"http://localhost:8080{health_path}" in check and f"http://localhost:8080{warm_path}" in check, check
     # The scheduler's health server: on, and on the port Airflow serves it (read without importing Airflow: 10 s).
     (airflow_dir,) = importlib.util.find_spec("airflow").submodule_search_locations
     config = yaml.safe_load((Path(airflow_dir) / "config_templates" / "config.yml").read_text())
