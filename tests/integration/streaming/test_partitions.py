@@ -21,10 +21,14 @@ import time
 import uuid
 from collections import Counter
 
+import pandas as pd
+
+from chicago_taxi.core.config import load_settings
 from chicago_taxi.ingest import topics
+from chicago_taxi.serving.fare_service import load_champion
 from chicago_taxi.streaming import kafka_io
 from fixtures.env import REPO_ROOT
-from fixtures.streams import Outputs, end_offsets, messages_for, new_group, produce
+from fixtures.streams import Outputs, end_offsets, environ, messages_for, new_group, produce
 
 # Killed scorer: the real champion through FareService, which then stops mid-batch: the batch is
 # consumed, parsed, checked and scored, but nothing is pushed, published or committed.
@@ -152,3 +156,50 @@ def test_a_scorer_killed_mid_batch_loses_nothing_when_its_partitions_move_to_the
     # its commit; this one was killed before publishing, so there is none.
     assert extra == {}
     assert kafka_io.committed_offsets(kafka_broker, group) == end_offsets(kafka_broker, topics.RAW_TRIPS)
+
+
+# A fresh scorer process, as an Airflow task starts one per wake-up: it drains, then says which
+# heavy libraries it had to import and how the champion was loaded.
+FRESH_SCORER = """
+import json, sys
+from chicago_taxi.core.config import load_settings
+from chicago_taxi.streaming import batch
+
+result = batch.drain(linger_seconds=0)
+scorer = batch.default_scorer(load_settings()).__self__.model.predictor
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras", "tensorflow_transform", "feast", "great_expectations"})
+print(json.dumps({"consumed": result["consumed"], "heavy": heavy, "scorer": scorer.scorer_note}))
+"""
+
+
+def test_a_fresh_scorer_process_loads_the_champion_without_tensorflow_or_feast(stream_env, clean_rows, kafka_broker):
+    """The stream's cold start: the champion's numpy scorer bundle loads with numpy alone, and the
+    push writes Feast's Redis layout itself, so a new task process imports neither TensorFlow
+    (the graph and Keras) nor Feast, and its predictions equal those of the graph-checked path."""
+    env, _ = stream_env
+    prefix = f"cold{uuid.uuid4().hex[:6]}"
+    group = new_group(kafka_broker, "cold")
+    messages, good, _ = messages_for(prefix, clean_rows[:30])
+    outputs = Outputs(kafka_broker)
+    produce(kafka_broker, messages)
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH_SCORER], env={**env, "TAXI_STREAM_GROUP": group}, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["consumed"] == 30 and report["heavy"] == [], report
+    assert "bundle" in report["scorer"], report
+    predictions = {p["trip_id"]: p for p in outputs.read(topics.PREDICTIONS, prefix)}
+    assert set(predictions) == good
+    # Each published fare is the traced TensorFlow graph's, given the inputs and store features the
+    # prediction record says the scorer used (the champion loaded the long way, TAXI_SCORER=graph).
+    with environ(env, TAXI_SCORER="graph"):
+        champion = load_champion(load_settings())
+    assert champion.predictor.fast is None
+    frame = pd.DataFrame(
+        [{**p["inputs"], **{k: (float("nan") if v is None else v) for k, v in p["store_features"].items()}} for p in predictions.values()]
+    )
+    graph_fares = champion.predictor.predict(frame)
+    fares = [p["fare"] for p in predictions.values()]
+    assert all(p["model_version"] == champion.version for p in predictions.values())
+    assert max(abs(f - round(float(g), 2)) for f, g in zip(fares, graph_fares)) < 0.0051
