@@ -33,6 +33,9 @@ bench-serving: init ## BentoML service vs a bare uvicorn app and raw Redis, conc
 bench-streaming: init ## Kafka -> prediction latency (warm loop and the taxi_stream DAG) and throughput vs bare consume loops
 	@$(ENV) python benchmarks/bench_streaming.py $(BENCH_ARGS)
 
+tfx-runtime: ## build (once, cached) and check the TFX runtime: Debian 13 + tfx 1.21 under bubblewrap (root)
+	@scripts/tfx_runtime.sh build && scripts/tfx_runtime.sh check
+
 services: venv ## start Redis (127.0.0.1:6379) and Kafka (127.0.0.1:9092, controller 9093) with the project's topics
 	@scripts/redis.sh start
 	@$(ENV) scripts/kafka.sh start && $(ENV) python -m chicago_taxi.ingest.topics create
@@ -111,5 +114,5 @@ suites: venv ## regenerate the GX suites under expectations/ from the schema mod
 clean: ## remove runtime state (Airflow DB, MLflow store, Bentos, run outputs, reports)
 	rm -rf var mlflow reports logs
 
-PHONY_EXTRA := backfill serve bench-serving bench-features bench-streaming materialize services services-stop kafka kafka-stop replay predictions
+PHONY_EXTRA := tfx-runtime backfill serve bench-serving bench-features bench-streaming materialize services services-stop kafka kafka-stop replay predictions
 .PHONY: $(PHONY_EXTRA) help venv init run test test-fast lint format bench airflow-ui airflow-stop mlflow-ui mlflow-server deploy-check suites clean monitor bench-monitoring bench-scaling bench-engines
