@@ -21,12 +21,12 @@ import redis
 import yaml
 
 from chicago_taxi.core import schema
-from chicago_taxi.core.config import StreamConfig, load_settings
-from chicago_taxi.features import aggregates, push
+from chicago_taxi.core.config import StreamConfig
+from chicago_taxi.features import push
 from chicago_taxi.features import store as feast_store
 from chicago_taxi.features.aggregates import CREATED, EVENT_TIMESTAMP
 from chicago_taxi.features.redis_layout import RedisFeatureWriter, RedisStoreConfig, redis_client
-from fixtures.env import REPO_ROOT, replay_offset_days_for_tests
+from fixtures.env import REPO_ROOT, redis_feature_store
 
 STREAM_LOG_PREFIX = b"chicago_taxi:stream"
 
@@ -34,23 +34,8 @@ STREAM_LOG_PREFIX = b"chicago_taxi:stream"
 @pytest.fixture(scope="module")
 def applied(redis_server, trips, tmp_path_factory):
     """Settings on the session's Redis with the sample's offline store and an applied registry."""
-    tmp = tmp_path_factory.mktemp("redis_layout")
-    env = {
-        "TAXI_ONLINE_STORE": "redis",
-        "REDIS_PORT": str(redis_server),
-        "TAXI_FEAST_DIR": str(tmp / "feast"),
-        "TAXI_FEATURES_DIR": str(tmp / "features"),
-        "TAXI_REPLAY_OFFSET_DAYS": str(replay_offset_days_for_tests()),
-    }
-    mp = pytest.MonkeyPatch()
-    for k, v in env.items():
-        mp.setenv(k, v)
-    settings = load_settings()
-    valid = trips[trips.fare.between(3.25, 300) & trips.trip_seconds.between(1, 21600) & (trips.trip_miles <= 100)]
-    aggregates.write_offline_store(valid, settings.features_dir)
-    feast_store.apply_definitions(settings)
-    yield settings, env
-    mp.undo()
+    with redis_feature_store(redis_server, trips, tmp_path_factory.mktemp("redis_layout")) as (settings, _, env):
+        yield settings, env
 
 
 def online_store_env(port: int, db: int, **options) -> str:

@@ -15,7 +15,7 @@ from chicago_taxi.core import schema
 from chicago_taxi.core.config import load_settings
 from chicago_taxi.features import aggregates
 from chicago_taxi.features import store as feast_store
-from fixtures.env import REPO_ROOT, free_port, project_env, replay_offset_days_for_tests
+from fixtures.env import REPO_ROOT, free_port, project_env, redis_feature_store
 
 # A data-time instant well inside the sample, and the wall-clock time that replays it.
 DATA_NOW = datetime(2016, 6, 1, 12, 0, tzinfo=UTC)
@@ -24,22 +24,8 @@ DATA_NOW = datetime(2016, 6, 1, 12, 0, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def store_settings(redis_server, clean_trips, tmp_path_factory, trips):
     tmp = tmp_path_factory.mktemp("feast")
-    env = {
-        "TAXI_ONLINE_STORE": "redis",
-        "REDIS_PORT": str(redis_server),
-        "TAXI_FEAST_DIR": str(tmp / "feast"),
-        "TAXI_FEATURES_DIR": str(tmp / "features"),
-        "TAXI_REPLAY_OFFSET_DAYS": str(replay_offset_days_for_tests()),
-    }  # this process and the DAG runs read the same clock
-    mp = pytest.MonkeyPatch()
-    for k, v in env.items():
-        mp.setenv(k, v)
-    settings = load_settings()
-    valid = trips[trips.fare.between(3.25, 300) & trips.trip_seconds.between(1, 21600) & (trips.trip_miles <= 100)]
-    aggregates.write_offline_store(valid, settings.features_dir)
-    feast_store.apply_definitions(settings)
-    yield settings, valid, tmp, env
-    mp.undo()
+    with redis_feature_store(redis_server, trips, tmp) as (settings, valid, env):
+        yield settings, valid, tmp, env
 
 
 def wall_clock_for(settings, data_time: datetime) -> datetime:
