@@ -112,33 +112,47 @@ start() {
     wait" < /dev/null > /dev/null 2>&1 &
   echo $! > "$pidfile"
   echo -n "starting Airflow on 127.0.0.1:$port (logs in $logdir) "
-  local waited=0 dead=""
-  while [ "$waited" -lt "$timeout" ]; do
-    if healthy "$started" && workers_ready; then break; fi
+  # The Execution API (through which every task starts and reports) builds its versioned routes on
+  # its first request: ~8.5 s on 2 cores, during which the single-worker api-server answers nothing
+  # else. One request, sent as soon as the api-server listens, pays it before the first task (the
+  # first trips of a Kafka-woken taxi_stream run included) and before the health checks below.
+  local warm="$logdir/execution-api-warm-up" warm_pid="" api_up=""
+  rm -f "$warm"
+  local deadline=$((started + timeout)) waited=0 dead="" healthy_now=""
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    if [ -z "$api_up" ] && curl -s -o /dev/null --max-time 2 "$health_url"; then
+      api_up=$(date +%s)
+      (t0=$(date +%s); curl -sf --max-time 120 -o /dev/null "http://127.0.0.1:$port/execution/health" \
+        && echo "$(( $(date +%s) - t0 ))" > "$warm") &
+      warm_pid=$!
+    fi
+    if healthy "$started" && workers_ready; then healthy_now=1; break; fi
     sleep 1; waited=$((waited + 1))
     # a component that exits (port taken, bad config) will not come back: stop waiting
     if [ "$waited" -ge 3 ]; then dead=$(dead_components); [ -z "$dead" ] || break; fi
     [ $((waited % 5)) -ne 0 ] || echo -n "."
   done
   echo
-  if [ -n "$dead" ] || ! healthy "$started" || ! workers_ready; then
+  if [ -n "$warm_pid" ]; then wait "$warm_pid" 2>/dev/null || true; fi
+  # Checked once more after the warm-up: a health request can time out behind the route building.
+  if [ -z "$dead" ] && [ -z "$healthy_now" ] && healthy "$started" && workers_ready; then healthy_now=1; fi
+  if [ -z "$healthy_now" ]; then
     {
-      if [ -n "$dead" ]; then echo "Airflow did not start: exited: $dead"
-      elif ! workers_ready; then echo "Celery workers ($workers) not ready within ${timeout}s (broker $AIRFLOW__CELERY__BROKER_URL)"
-      else echo "Airflow did not report scheduler, dag_processor and triggerer healthy within ${timeout}s"; fi
-      echo "last health: $(curl -s --max-time 5 "$health_url" 2>/dev/null || echo 'no answer')"
+      local listening="never" when
+      [ -z "$api_up" ] || listening="at $(date -u -d "@$api_up" +%T)"
+      when="start at $(date -u -d "@$started" +%T) UTC, api-server listening $listening, gave up at $(date -u +%T)"
+      if [ -n "$dead" ]; then echo "Airflow did not start: exited: $dead ($when)"
+      elif ! workers_ready; then echo "Celery workers ($workers) not ready within ${timeout}s (broker $AIRFLOW__CELERY__BROKER_URL; $when)"
+      else echo "Airflow did not report scheduler, dag_processor and triggerer healthy within ${timeout}s ($when)"; fi
+      echo "last health: $(curl -s --max-time 15 "$health_url" 2>/dev/null || echo 'no answer')"
       log_tails 25
     } >&2
     stop >/dev/null
     exit 1
   fi
   echo "Airflow healthy after $(( $(date +%s) - started ))s (process group $(cat "$pidfile"))"
-  # The Execution API (through which every task starts and reports) builds its versioned routes on
-  # its first request: ~8.5 s on 2 cores, which the stack's first task would wait for (the first
-  # trips of a Kafka-woken taxi_stream run included). One request now pays it.
-  local warm_start; warm_start=$(date +%s)
-  if curl -sf --max-time 120 "http://127.0.0.1:$port/execution/health" > /dev/null; then
-    echo "Execution API warmed in $(( $(date +%s) - warm_start ))s"
+  if [ -s "$warm" ]; then
+    echo "Execution API warmed in $(cat "$warm")s"
   else
     echo "warning: the Execution API did not answer its warm-up request (http://127.0.0.1:$port/execution/health)" >&2
   fi

@@ -80,12 +80,9 @@ class LoadedModel:
 
 def champion_version(settings: Settings) -> str:
     """The version `@champion` points at now; a clear error when there is none."""
-    import mlflow
-
     from chicago_taxi.training import registry
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    registry.use_tracking_uri(settings.mlflow_tracking_uri)
     version = registry.champion_version(settings.model_name)
     if version is None:
         raise LookupError(
@@ -97,12 +94,12 @@ def champion_version(settings: Settings) -> str:
 def alias_version(settings: Settings, alias: str) -> str | None:
     """The version `@alias` points at now, None when no version holds it (or the model is not
     registered yet); a registry that cannot answer raises."""
-    import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    from chicago_taxi.training import registry
+
+    registry.use_tracking_uri(settings.mlflow_tracking_uri)
     try:
         registered = MlflowClient().get_registered_model(settings.model_name)
     except MlflowException as exc:
@@ -122,8 +119,9 @@ def load_version(settings: Settings, version: str, alias: str) -> LoadedModel:
     """
     import mlflow
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    from chicago_taxi.training import registry
+
+    registry.use_tracking_uri(settings.mlflow_tracking_uri)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model_name}/{version}"))
     return LoadedModel(predictor_from_model_dir(local), settings.model_name, version, "registry", alias)
 

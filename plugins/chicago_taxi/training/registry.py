@@ -6,6 +6,7 @@ Uses registry aliases (`champion`, `challenger`), never the deprecated stages.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,13 +35,52 @@ class Registration:
         return asdict(self)
 
 
+# Request-header plugins MLflow need not load here. feast registers one (entry point
+# `feast.infra.data_sources.mlflow.auth:FeastMLflowHeaderProvider`): MLflow loads every such plugin
+# on its first HTTP request, and loading it imports the whole feast package (~8 s of a cold
+# start, in the stream's scorer and the prediction service, which use no Feast). It only adds an
+# Authorization header inside Feast's own MLflow data-source calls (a token in its context
+# variable), which this project never makes.
+UNUSED_HEADER_PLUGINS = ("feast.",)
+
+
+def _without_unused_header_plugins() -> None:
+    """Build MLflow's request-header registry (once per process) without `UNUSED_HEADER_PLUGINS`,
+    unless feast is imported already (then its plugin costs nothing and stays)."""
+    if "mlflow.tracking.request_header.registry" in sys.modules or "feast" in sys.modules:
+        return
+    import mlflow.utils.plugins as plugins
+
+    every = plugins.get_entry_points
+
+    def wanted(group: str):
+        found = every(group)
+        if group != "mlflow.request_header_provider":
+            return found
+        return [e for e in found if not e.value.startswith(UNUSED_HEADER_PLUGINS)]
+
+    plugins.get_entry_points = wanted
+    try:
+        import mlflow.tracking.request_header.registry  # noqa: F401  (registers the plugins at import)
+    finally:
+        plugins.get_entry_points = every
+
+
+def use_tracking_uri(tracking_uri: str) -> None:
+    """Point MLflow's tracking and registry at `tracking_uri` (and skip the unused plugins)."""
+    import mlflow
+
+    _without_unused_header_plugins()
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+
+
 def configure(tracking_uri: str, artifacts_dir: Path) -> None:
     import mlflow
 
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    use_tracking_uri(tracking_uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         if tracking_uri.startswith(("http://", "https://")):
             # A tracking server keeps the artifacts (`mlflow-artifacts:/`, uploaded over HTTP).
