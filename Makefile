@@ -36,6 +36,14 @@ bench-streaming: init ## Kafka -> prediction latency (warm loop and the taxi_str
 tfx-runtime: ## build (once, cached) and check the TFX runtime: Debian 13 + tfx 1.21 under bubblewrap (root)
 	@scripts/tfx_runtime.sh build && scripts/tfx_runtime.sh check
 
+tfx-run: init ## the full TFX pipeline (taxi_tfx DAG) through Airflow, components in the TFX runtime (root; built once), after the feature store
+	@scripts/tfx_runtime.sh build
+	@$(ENV) scripts/run_dag.sh taxi_features $(RUN_DATE)
+	@$(ENV) scripts/run_dag.sh taxi_tfx $(RUN_DATE)
+
+lineage: venv ## where a registered model version came from, from ML Metadata (VERSION=N, or ALIAS=challenger)
+	@$(ENV) python -m chicago_taxi.tfx_pipeline.lineage $(if $(VERSION),--version $(VERSION),--alias $(or $(ALIAS),challenger))
+
 services: venv ## start Redis (127.0.0.1:6379) and Kafka (127.0.0.1:9092, controller 9093) with the project's topics
 	@scripts/redis.sh start
 	@$(ENV) scripts/kafka.sh start && $(ENV) python -m chicago_taxi.ingest.topics create
@@ -108,11 +116,12 @@ mlflow-ui: venv ## MLflow UI on 127.0.0.1:5000 over the embedded SQLite store of
 deploy-check: venv ## static checks of the deployment files: compose schema and parity, Helm lint + Kubernetes schemas, the CI workflow (actionlint), yamllint
 	@$(ENV) python -m pytest tests/unit/deploy $(PYTEST_ARGS)
 
-suites: venv ## regenerate the GX suites under expectations/ from the schema module
+suites: venv ## regenerate the GX suites and the TFX pipeline's curated schema under expectations/ from the schema module
 	@$(ENV) python -m chicago_taxi.quality.suites write-suites
+	@$(ENV) python -m chicago_taxi.tfx_pipeline.examples write-schema
 
 clean: ## remove runtime state (Airflow DB, MLflow store, Bentos, run outputs, reports)
 	rm -rf var mlflow reports logs
 
-PHONY_EXTRA := tfx-runtime backfill serve bench-serving bench-features bench-streaming materialize services services-stop kafka kafka-stop replay predictions
+PHONY_EXTRA := tfx-runtime tfx-run lineage backfill serve bench-serving bench-features bench-streaming materialize services services-stop kafka kafka-stop replay predictions
 .PHONY: $(PHONY_EXTRA) help venv init run test test-fast lint format bench airflow-ui airflow-stop mlflow-ui mlflow-server deploy-check suites clean monitor bench-monitoring bench-scaling bench-engines

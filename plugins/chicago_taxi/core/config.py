@@ -83,6 +83,8 @@ class Settings:
     monitoring_dir: Path  # the prediction and label stores, the retraining state
     monitoring_reports_dir: Path  # per-window Evidently HTML, window summaries, trend PNGs
     monitoring_config: Path  # thresholds and A/B settings (config/monitoring.yaml)
+    tfx_home: Path  # the TFX path's ML Metadata store, pipeline root, pushed models, run inputs
+    tfx_runtime_script: Path  # how the host launches the TFX runtime (scripts/tfx_runtime.sh)
 
     @property
     def runs_dir(self) -> Path:
@@ -141,6 +143,8 @@ def load_settings() -> Settings:
         monitoring_dir=_env_path("TAXI_MONITORING_DIR", root / "var" / "monitoring"),
         monitoring_reports_dir=_env_path("TAXI_MONITORING_REPORTS_DIR", root / "reports" / "monitoring"),
         monitoring_config=_env_path("TAXI_MONITORING_CONFIG", root / "config" / "monitoring.yaml"),
+        tfx_home=_env_path("TAXI_TFX_HOME", _env_path("TAXI_WORK_DIR", root / "var") / "tfx"),
+        tfx_runtime_script=_env_path("TAXI_TFX_RUNTIME_SCRIPT", root / "scripts" / "tfx_runtime.sh"),
     )
 
 

@@ -489,7 +489,9 @@ class TransformGraph:
 
         self.output = tft.TFTransformOutput(str(transform_dir))
         try:
-            self.input_names = set(self.output.raw_feature_spec())
+            # A graph made by the TFX pipeline's Transform keeps the label in its raw schema (the
+            # curated schema names it); the label is never an input, and the graph does not read it.
+            self.input_names = set(self.output.raw_feature_spec()) - schema.FORBIDDEN_INPUTS
         except OSError:  # graphs saved before the raw schema was stored beside them
             self.input_names = set(schema.MODEL_INPUT_COLUMNS)
 

@@ -33,24 +33,31 @@ def window_end(data_interval_end: datetime | None, logical_date: datetime | None
     return data_interval_end or logical_date or datetime.now(UTC)
 
 
-def extract_task(step: Step, **task_kwargs):
+def run_key(run_id: str, namespace: str | None) -> str:
+    """The id a step files its run under: the Airflow run id, prefixed by `namespace` when two
+    DAGs share steps (taxi_tfx reuses taxi_training's first steps: the same logical date must not
+    share one working directory and report)."""
+    return f"{namespace}__{run_id}" if namespace else run_id
+
+
+def extract_task(step: Step, namespace: str | None = None, **task_kwargs):
     """The first task of a pipeline DAG: `step(run_id, window end)` (task id = the step's name)."""
     from airflow.sdk import task
 
     def body(run_id=None, data_interval_end=None, logical_date=None):
-        return run_step(step, run_id, window_end(data_interval_end, logical_date))
+        return run_step(step, run_key(run_id, namespace), window_end(data_interval_end, logical_date))
 
     body.__name__ = step.__name__
     return task(task_id=step.__name__, **task_kwargs)(body)
 
 
-def step_task(step: Step, **task_kwargs):
-    """An Airflow task whose body is `step(run_id)` (task id = the step's name); `task_kwargs`
-    go to `@task` (e.g. `outlets`)."""
+def step_task(step: Step, namespace: str | None = None, **task_kwargs):
+    """An Airflow task whose body is `step(run_id)` (task id = the step's name; `namespace`: see
+    `run_key`); `task_kwargs` go to `@task` (e.g. `outlets`)."""
     from airflow.sdk import task
 
     def body(run_id=None):
-        return run_step(step, run_id)
+        return run_step(step, run_key(run_id, namespace))
 
     body.__name__ = step.__name__
     return task(task_id=step.__name__, **task_kwargs)(body)

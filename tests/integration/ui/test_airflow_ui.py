@@ -36,7 +36,7 @@ from chicago_taxi.features.aggregates import EVENT_TIMESTAMP
 from chicago_taxi.features.store import views_for_cadence
 from fixtures.airflow import AirflowStack, Timings, dag_folder
 from fixtures.browser import launch_chromium, log_in, screenshots_kept_on_failure
-from fixtures.training import MODEL, mlflow_client
+from fixtures.training import MODEL, seed_champion
 
 TRAINING, HOURLY = "taxi_training", "feast_materialize_hourly"
 STACK_DAGS = ("taxi_training.py", "feast_materialize.py")  # feast_materialize.py also defines the half-hourly DAG (left paused)
@@ -49,23 +49,6 @@ report_timings = TIMINGS.report_fixture()
 
 
 # ---------------------------------------------------------------- the stack
-def seed_champion(stack, name: str) -> str:
-    """Register the session champion's model as version 1 of `name`, alias champion (idempotent)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow_client(stack)  # also points mlflow's tracking and registry URIs at the session's
-    champion = client.get_model_version_by_alias(MODEL, "champion")
-    try:
-        return str(client.get_model_version_by_alias(name, "champion").version)
-    except MlflowException:  # no such model or alias yet
-        pass
-    # The champion's logged model (`models:/m-...`) registered under `name`; returns once READY.
-    copy = mlflow.register_model(champion.source, name)
-    client.set_registered_model_alias(name, "champion", copy.version)
-    return str(copy.version)
-
-
 @pytest.fixture(scope="module")
 def ui_stack(stack, first_run, tmp_path_factory):
     """A started AirflowStack parsing taxi_training and feast_materialize.py only; taxi_training
