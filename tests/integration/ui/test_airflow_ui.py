@@ -118,6 +118,17 @@ def trigger_dialog(page, dag_id: str):
     return dialog
 
 
+def choose(dialog, name: str) -> None:
+    """Select a radio card of the dialog. Its input is visually hidden and the dialog may still be
+    sliding in (a forced check then fails with "outside of the viewport"): the input's own click(),
+    which is what a click on its card does, then wait until it is checked."""
+    from playwright.sync_api import expect
+
+    radio = dialog.get_by_role("radio", name=name)
+    radio.evaluate("input => input.click()")
+    expect(radio).to_be_checked()
+
+
 def pick_datetime(page, dialog, field: str, when: datetime) -> None:
     """Fill a date-time field of the dialog (From, To): its button opens a popover with Date
     (YYYY/MM/DD) and Time (HH:mm) inputs, in UTC; the button again closes it."""
@@ -263,13 +274,13 @@ def test_backfill_feast_materialize_hourly_from_the_ui(ui_stack, page, tmp_path)
         shots("logged-in")
 
         dialog = trigger_dialog(page, HOURLY)
-        dialog.get_by_role("radio", name="Backfill").check(force=True)  # the radio card's input is visually hidden
+        choose(dialog, "Backfill")
         expect(dialog.get_by_role("button", name="Run Backfill")).to_be_disabled()  # no range yet
         pick_datetime(page, dialog, "From", start)
         pick_datetime(page, dialog, "To", end)
         expect(dialog.get_by_text(f"{BACKFILL_HOURS} runs will be triggered")).to_be_visible()
         shots("backfill-range")
-        dialog.get_by_role("radio", name="All Runs").check(force=True)  # reprocess behaviour: completed
+        choose(dialog, "All Runs")  # reprocess behaviour: completed
         dialog.locator("input[name=max_active_runs]").fill(str(BACKFILL_HOURS))
         shots("backfill-dialog")
         started = time.monotonic()
