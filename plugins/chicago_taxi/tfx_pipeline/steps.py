@@ -177,9 +177,10 @@ def register_tfx_model(run_id: str, settings: Settings | None = None) -> dict:
     from chicago_taxi.model.predictor import NUMPY_SCORER_ARTIFACT, FarePredictor
     from chicago_taxi.tfx_pipeline.trainer import KERAS_DIR
     from chicago_taxi.training import registry
-    from chicago_taxi.training.evaluate import HoldoutMetrics, TariffBaseline, decide_promotion
+    from chicago_taxi.training.evaluate import HoldoutMetrics
     from chicago_taxi.training.reference import ARTIFACT as REFERENCE_ARTIFACT
     from chicago_taxi.training.reference import build_reference
+    from chicago_taxi.training.steps import judge
 
     settings = settings or load_settings()
     paths, tfx, rid = _paths(settings, run_id)
@@ -195,12 +196,10 @@ def register_tfx_model(run_id: str, settings: Settings | None = None) -> dict:
     predicted, repairs = predictor.predict_with_repairs(holdout)
     clean = repairs == 0
     candidate = HoldoutMetrics.of(holdout[schema.LABEL], predicted, clean)
-    train_predicted, train_repairs = predictor.predict_with_repairs(train_raw)
-    baseline_model = TariffBaseline.fit(train_raw[train_repairs == 0])
-    baseline = HoldoutMetrics.of(holdout[schema.LABEL], baseline_model.predict(holdout), clean)
-    registry.configure(settings.mlflow_tracking_uri, settings.mlflow_artifacts_dir)
-    champion, champion_version = registry.champion_metrics(settings.model_name, holdout, schema.LABEL, clean)
-    decision = decide_promotion(candidate, baseline, champion, settings.max_rmse_ratio_to_baseline)
+    # The native path's rule (training.steps.judge), on the same rows.
+    train_predicted, train_repairs, _, baseline, champion, champion_version, decision = judge(
+        predictor, candidate, train_raw, holdout, clean, settings
+    )
     blessed = bool(evaluation["blessed"]) and bool(pusher.get("pushed"))
     reasons = list(decision.reasons)
     if not blessed:

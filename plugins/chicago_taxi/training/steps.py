@@ -74,14 +74,31 @@ def train(run_id: str, settings: Settings | None = None) -> dict:
 
 
 # ---------------------------------------------------------------- 6. evaluate
+def judge(predictor, candidate, train_raw: pd.DataFrame, holdout: pd.DataFrame, clean, settings: Settings) -> tuple:
+    """The promotion rule for a candidate scored on `holdout` (its metrics `candidate`, its clean
+    trips `clean`): the tariff baseline fitted on the training trips the predictor's transform did
+    not repair, and the current champion, on the same rows. Returns the training predictions and
+    repair masks (for the monitoring reference), the baseline model and metrics, the champion's
+    metrics and version, and the decision. The TFX path (tfx_pipeline.steps) judges by it too."""
+    from chicago_taxi.training import registry
+    from chicago_taxi.training.evaluate import HoldoutMetrics, TariffBaseline, decide_promotion
+
+    train_predicted, train_repairs = predictor.predict_with_repairs(train_raw)
+    baseline_model = TariffBaseline.fit(train_raw[train_repairs == 0])
+    baseline = HoldoutMetrics.of(holdout[schema.LABEL], baseline_model.predict(holdout), clean)
+    registry.configure(settings.mlflow_tracking_uri, settings.mlflow_artifacts_dir)
+    champion, champion_version = registry.champion_metrics(settings.model_name, holdout, schema.LABEL, clean)
+    decision = decide_promotion(candidate, baseline, champion, settings.max_rmse_ratio_to_baseline)
+    return train_predicted, train_repairs, baseline_model, baseline, champion, champion_version, decision
+
+
 def evaluate(run_id: str, settings: Settings | None = None) -> dict:
     """The candidate, the tariff baseline and the champion on the same holdout: every trip whose
     fare is usable (dirty inputs included, as serving will meet them) and the clean ones among
     them (trips the transform graph did not repair)."""
     from chicago_taxi.model.network import model_filename
     from chicago_taxi.model.predictor import NUMPY_SCORER_ARTIFACT, FarePredictor
-    from chicago_taxi.training import registry
-    from chicago_taxi.training.evaluate import HoldoutMetrics, TariffBaseline, decide_promotion, plot_evaluation
+    from chicago_taxi.training.evaluate import HoldoutMetrics, plot_evaluation
     from chicago_taxi.training.reference import ARTIFACT as REFERENCE_ARTIFACT
     from chicago_taxi.training.reference import build_reference
 
@@ -104,12 +121,9 @@ def evaluate(run_id: str, settings: Settings | None = None) -> dict:
     chosen_predictor = FarePredictor(paths["transform"] / "transform_graph", paths["model"] / model_filename(chosen))
     # The checked numpy path, saved to load without TensorFlow wherever the model is served.
     scorer_bundle = chosen_predictor.export_numpy_scorer(paths["model"] / NUMPY_SCORER_ARTIFACT)
-    train_predicted, train_repairs = chosen_predictor.predict_with_repairs(train_raw)
-    baseline_model = TariffBaseline.fit(train_raw[train_repairs == 0])
-    baseline = HoldoutMetrics.of(holdout[schema.LABEL], baseline_model.predict(holdout), clean)
-    registry.configure(settings.mlflow_tracking_uri, settings.mlflow_artifacts_dir)
-    champion, champion_version = registry.champion_metrics(settings.model_name, holdout, schema.LABEL, clean)
-    decision = decide_promotion(candidate, baseline, champion, settings.max_rmse_ratio_to_baseline)
+    train_predicted, train_repairs, baseline_model, baseline, champion, champion_version, decision = judge(
+        chosen_predictor, candidate, train_raw, holdout, clean, settings
+    )
     plots = plot_evaluation(holdout, predicted, paths["reports"])
     # What monitoring compares live traffic with: the training split as this model saw it.
     reference = build_reference(train_raw, train_predicted, train_repairs, candidate.as_dict(), paths["model"] / REFERENCE_ARTIFACT, settings.seed)

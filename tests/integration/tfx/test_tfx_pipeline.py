@@ -148,17 +148,9 @@ def test_the_lineage_query_walks_back_from_a_registered_version(tfx_run, stack):
     shown = subprocess.run(["make", "-s", "lineage", f"VERSION={version}"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-3000:]
     print(f"\n{shown.stdout}", flush=True)
-    for made_by in (
-        "example_gen",
-        "statistics_gen",
-        "schema_gen",
-        "schema_importer",
-        "example_validator",
-        "transform",
-        "trainer",
-        "evaluator",
-        "pusher",
-    ):
+    from chicago_taxi.tfx_pipeline.layout import COMPONENTS
+
+    for made_by in COMPONENTS:
         assert f" {made_by} " in shown.stdout, made_by
     walked = subprocess.run(
         ["python", "-m", "chicago_taxi.tfx_pipeline.lineage", "--version", version, "--json"],
