@@ -272,13 +272,17 @@ def main() -> None:
                 start = end_offsets(broker.bootstrap, topics.RAW_TRIPS)
                 produce(broker.bootstrap, messages(rows, f"t{uuid.uuid4().hex[:4]}", args.messages))
                 scorer = batch.default_scorer(config.load_settings())
-                bare = bare_loop(broker.bootstrap, start, args.messages)
-                bare_scoring = bare_loop(broker.bootstrap, start, args.messages, scorer)
+                # The bare loops take well under a second: the best of three, so a slow first
+                # connection or fetch does not flatter the pipeline's ratio.
+                bare = max(bare_loop(broker.bootstrap, start, args.messages) for _ in range(3))
+                bare_scoring = max(bare_loop(broker.bootstrap, start, args.messages, scorer) for _ in range(3))
                 rate, stages = pipeline_rate(env, group_at(broker.bootstrap, start), args.messages)
                 print("\nThroughput over the same messages (messages/s):")
                 print("| path | msg/s | vs bare consume | vs bare consume + scoring |\n|---|---|---|---|")
-                print(f"| bare confluent-kafka consume + json.loads | {bare:,.0f} | 1.00x | |")
-                print(f"| bare consume + the same champion scoring (batches of 500) | {bare_scoring:,.0f} | {bare_scoring / bare:.3f}x | 1.00x |")
+                print(f"| bare confluent-kafka consume + json.loads (best of 3) | {bare:,.0f} | 1.00x | |")
+                print(
+                    f"| bare consume + the same champion scoring (batches of 500, best of 3) | {bare_scoring:,.0f} | {bare_scoring / bare:.3f}x | 1.00x |"
+                )
                 print(
                     f"| batch.process_pending (parse, row checks, score, push, publish, commit) | {rate:,.0f} | {rate / bare:.3f}x | {rate / bare_scoring:.2f}x |"
                 )

@@ -9,7 +9,9 @@ against the tariff baseline and the champion) -> Pusher -> the native gates and 
 challenger, tagged with its ML Metadata ids; `make lineage VERSION=N` reads them back).
 
 Schedule: none (trigger it from the UI or `airflow dags trigger taxi_tfx`); the native
-taxi_training DAG stays the scheduled path. Needs the runtime: `make tfx-runtime` (root).
+taxi_training DAG stays the scheduled path. Needs the runtime where the component tasks run:
+`make tfx-runtime` (root) natively; in a deployment they go to the TFX image's workers (the
+`tfx` Celery queue, or the KubernetesExecutor's pod override: chicago_taxi.tfx_pipeline.placement).
 Every task is one step function of the library; heavy imports happen inside the steps.
 """
 
@@ -23,6 +25,7 @@ from chicago_taxi.ingest.extract import extract
 from chicago_taxi.orchestration.tasks import extract_task, step_task
 from chicago_taxi.quality.steps import validate_raw
 from chicago_taxi.tfx_pipeline.layout import COMPONENTS
+from chicago_taxi.tfx_pipeline.placement import component_task_kwargs
 from chicago_taxi.tfx_pipeline.steps import component_step, prepare_examples, register_tfx_model
 from chicago_taxi.training.steps import join_store_features
 
@@ -42,10 +45,12 @@ DEFAULT_ARGS = {"owner": "mlops", "retries": 1, "retry_delay": timedelta(seconds
 )
 def taxi_tfx():
     # Files under runs/taxi_tfx__<run id>: never the same directory as a taxi_training run.
+    # The components run where the TFX runtime is: the tfx queue, or the TFX image's pods.
+    on_tfx_worker = component_task_kwargs()
     chain(
         extract_task(extract, NAMESPACE)(),
         *(step_task(step, NAMESPACE)() for step in (validate_raw, join_store_features, prepare_examples)),
-        *(step_task(component_step(name), NAMESPACE)() for name in COMPONENTS),
+        *(step_task(component_step(name), NAMESPACE, **on_tfx_worker)() for name in COMPONENTS),
         step_task(register_tfx_model, NAMESPACE)(),
     )
 

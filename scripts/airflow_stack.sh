@@ -96,9 +96,10 @@ start() {
       echo "the Celery broker $AIRFLOW__CELERY__BROKER_URL does not answer: start Redis first (scripts/redis.sh start ${REDIS_PORT:-6379})" >&2; exit 1; }
   fi
   local worker_cmds="" w
+  # Every worker also consumes taxi_tfx's queue (TAXI_TFX_QUEUE): here the bubblewrap runtime serves it.
   for w in $workers; do
     worker_cmds="$worker_cmds
-    TAXI_WORKER_NAME=$w airflow celery worker --celery-hostname '$w@%h' --concurrency ${AIRFLOW__CELERY__WORKER_CONCURRENCY:-2} --skip-serve-logs > '$logdir/$w.log' 2>&1 & echo \$! > '$logdir/$w.pid'"
+    TAXI_WORKER_NAME=$w airflow celery worker --celery-hostname '$w@%h' --queues ${AIRFLOW__OPERATORS__DEFAULT_QUEUE:-default},${TAXI_TFX_QUEUE:-tfx} --concurrency ${AIRFLOW__CELERY__WORKER_CONCURRENCY:-2} --skip-serve-logs > '$logdir/$w.log' 2>&1 & echo \$! > '$logdir/$w.pid'"
   done
   local started; started=$(date +%s)
   # umask 077: what the components write (the generated password file, logs) is the owner's only.

@@ -20,6 +20,12 @@
 # `run` binds, at the same paths inside as outside: the repository's plugins/ (read-only) and
 # every directory named in TAXI_TFX_BIND (colon-separated, read-write), e.g. a pipeline root whose
 # artifact URIs the host reads afterwards. Root is needed (debootstrap, and bwrap as root).
+#
+# In the TFX image (runtime/tfx/Dockerfile, target worker: Airflow and the project on this same
+# runtime) the root filesystem is the runtime: TAXI_TFX_RUNTIME=image (the image sets it; unset,
+# it is chosen when $TAXI_TFX_VENV/bin/python runs here) makes `run` execute CMD in place, the
+# venv first on PATH and plugins/ on PYTHONPATH, with no bwrap and no root; `check` likewise,
+# and `build` has nothing to build. TAXI_TFX_RUNTIME=bwrap forces the cached root filesystem.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RECIPE="$ROOT/runtime/tfx"
@@ -27,12 +33,12 @@ RELEASE="${TAXI_TFX_DEBIAN_RELEASE:-trixie}"
 MIRROR="${TAXI_TFX_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 CACHE="${TAXI_TFX_RUNTIME_CACHE:-/var/cache/chicago-taxi/tfx-runtime}"
 VENV=/opt/tfx-venv
+# The venv when this root filesystem is the runtime (the image's; tests point it elsewhere).
+IMAGE_VENV="${TAXI_TFX_VENV:-$VENV}"
 
 recipe_hash() {
   { echo "$RELEASE $MIRROR"; grep -v '^#' "$RECIPE/apt-packages.txt"; grep -v '^#' "$RECIPE/requirements.lock"; } | sha256sum | cut -c1-16
 }
-RUNTIME="$CACHE/$(recipe_hash)"
-ROOTFS="$RUNTIME/rootfs"
 
 need_tools() {
   local missing=()
@@ -72,6 +78,7 @@ build() {
     echo "TFX runtime ready: $ROOTFS (recipe $(recipe_hash))"
     return 0
   fi
+  [ -f "$RECIPE/requirements.lock" ] || { echo "no TFX runtime recipe at $RECIPE (runtime/tfx/ of the repository)" >&2; exit 1; }
   [ "$(id -u)" = 0 ] || { echo "building the TFX runtime needs root (debootstrap)" >&2; exit 1; }
   need_tools
   rm -rf "$RUNTIME"
@@ -93,18 +100,63 @@ build() {
 }
 
 require_built() {
-  [ -f "$RUNTIME/.complete" ] || { echo "no TFX runtime for this recipe at $RUNTIME: run scripts/tfx_runtime.sh build (make tfx-runtime)" >&2; exit 1; }
-  mkdir -p "$CACHE/pip"
+  [ -f "$RUNTIME/.complete" ] && return 0
+  local why="no TFX runtime here: none is built for this recipe ($RUNTIME), and this is not the TFX image (no $IMAGE_VENV)"
+  [ "$(id -u)" = 0 ] || why="$why, and building one needs root (you are uid $(id -u))"
+  {
+    echo "$why."
+    echo "  On this machine, as root: make tfx-runtime (scripts/tfx_runtime.sh build), then run taxi_tfx again."
+    echo "  In a deployment, taxi_tfx's component tasks run on the TFX image (runtime/tfx/Dockerfile, target worker):"
+    echo "  CeleryExecutor, the '${TAXI_TFX_QUEUE:-tfx}' queue (compose: the airflow-worker-tfx service of the celery profile);"
+    echo "  KubernetesExecutor, TAXI_TFX_IMAGE (their pods' image). The LocalExecutor runs them here."
+  } >&2
+  exit 1
 }
 
+# This root filesystem is the runtime (the TFX image): CMD in place, the venv first on PATH,
+# plugins/ on PYTHONPATH, TAXI_TFX_BIND's directories made (they are already the same paths).
+in_image() {
+  [ -x "$IMAGE_VENV/bin/python" ] || { echo "TAXI_TFX_RUNTIME=image, but there is no TFX venv at $IMAGE_VENV: this is not the TFX image (runtime/tfx/Dockerfile)" >&2; exit 1; }
+  local dir
+  IFS=: read -r -a extra <<< "${TAXI_TFX_BIND:-}"
+  for dir in "${extra[@]}"; do [ -z "$dir" ] || mkdir -p "$dir"; done
+  exec env -u VIRTUAL_ENV -u PIP_FIND_LINKS PATH="$IMAGE_VENV/bin:$PATH" PYTHONPATH="$ROOT/plugins" PYTHONDONTWRITEBYTECODE=1 "$@"
+}
+
+case "${TAXI_TFX_RUNTIME:-}" in
+  image | bwrap) MODE=$TAXI_TFX_RUNTIME ;;
+  "") if "$IMAGE_VENV/bin/python" -c "" 2>/dev/null; then MODE=image; else MODE=bwrap; fi ;;
+  *) echo "TAXI_TFX_RUNTIME=$TAXI_TFX_RUNTIME: expected image or bwrap (unset: image where $IMAGE_VENV runs)" >&2; exit 2 ;;
+esac
+
+CHECK="import sys, platform, tfx, ml_metadata, tensorflow as tf, tensorflow_transform as tft, tensorflow_model_analysis as tfma
+print(f'Debian {open(\"/etc/debian_version\").read().strip()}, glibc {platform.libc_ver()[1]}, Python {sys.version.split()[0]}')
+print(f'tfx {tfx.__version__}, ml-metadata {ml_metadata.__version__}, tensorflow {tf.__version__}, tensorflow-transform {tft.__version__}, tfma {tfma.__version__}')"
+
+if [ "$MODE" = image ]; then
+  case "${1:-}" in
+    build) echo "TFX runtime: this root filesystem is the TFX image ($IMAGE_VENV, runtime/tfx/Dockerfile): nothing to build" ;;
+    check) in_image python -c "$CHECK" ;;
+    run) shift; in_image "$@" ;;
+    path) echo / ;;
+    clean) echo "TFX runtime: the TFX image's venv is part of the image: nothing to clean" ;;
+    *) echo "usage: $0 build|check|run CMD...|path|clean" >&2; exit 2 ;;
+  esac
+  exit 0
+fi
+
+# The cached root filesystem of this recipe. The images carry no runtime/ (the project image has no
+# runtime at all): there nothing is found, and `run` says where the runtime is instead.
+if [ -f "$RECIPE/apt-packages.txt" ] && [ -f "$RECIPE/requirements.lock" ]; then
+  RUNTIME="$CACHE/$(recipe_hash)"
+else
+  RUNTIME="$CACHE/<no recipe at $RECIPE>"
+fi
+ROOTFS="$RUNTIME/rootfs"
 case "${1:-}" in
   build) build ;;
-  check)
-    require_built
-    inside python -c "import sys, platform, tfx, ml_metadata, tensorflow as tf, tensorflow_transform as tft, tensorflow_model_analysis as tfma
-print(f'Debian {open(\"/etc/debian_version\").read().strip()}, glibc {platform.libc_ver()[1]}, Python {sys.version.split()[0]}')
-print(f'tfx {tfx.__version__}, ml-metadata {ml_metadata.__version__}, tensorflow {tf.__version__}, tensorflow-transform {tft.__version__}, tfma {tfma.__version__}')" ;;
-  run) shift; require_built; inside "$@" ;;
+  check) require_built; mkdir -p "$CACHE/pip"; inside python -c "$CHECK" ;;
+  run) shift; require_built; mkdir -p "$CACHE/pip"; inside "$@" ;;
   path) echo "$ROOTFS" ;;
   clean) rm -rf "$CACHE"; echo "removed $CACHE" ;;
   *) echo "usage: $0 build|check|run CMD...|path|clean" >&2; exit 2 ;;

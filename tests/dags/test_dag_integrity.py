@@ -154,3 +154,19 @@ def test_stream_dag_maps_its_drain_over_the_scorers_when_scaled_out(monkeypatch)
     (task,) = dag.task_dict.values()
     assert module.SCORERS == 3 and "MappedOperator" in type(task).__name__
     assert task.op_kwargs_expand_input.value == {"scorer": [0, 1, 2]}
+
+
+def test_tfx_dag_sends_only_its_components_to_the_workers_with_the_runtime(dagbag):
+    """taxi_tfx's component tasks take the `tfx` Celery queue (TAXI_TFX_QUEUE's default: the TFX
+    image's workers, every native worker); the host-side steps stay on Airflow's default queue.
+    Without TAXI_TFX_IMAGE (as here) no task carries a KubernetesExecutor pod override."""
+    from airflow.configuration import conf
+
+    from chicago_taxi.tfx_pipeline.layout import COMPONENTS
+
+    dag = dagbag.dags["taxi_tfx"]
+    queues = {task.task_id: task.queue for task in dag.tasks}
+    assert {queues[name] for name in COMPONENTS} == {"tfx"}
+    default = conf.get("operators", "default_queue")
+    assert {q for task_id, q in queues.items() if task_id not in COMPONENTS} == {default} != {"tfx"}
+    assert not [task.task_id for task in dag.tasks if task.executor_config]

@@ -85,6 +85,8 @@ class Settings:
     monitoring_config: Path  # thresholds and A/B settings (config/monitoring.yaml)
     tfx_home: Path  # the TFX path's ML Metadata store, pipeline root, pushed models, run inputs
     tfx_runtime_script: Path  # how the host launches the TFX runtime (scripts/tfx_runtime.sh)
+    tfx_queue: str  # the Celery queue taxi_tfx's component tasks go to: the workers that have the runtime
+    tfx_image: str | None  # the TFX image the KubernetesExecutor runs those tasks in (unset: no pod override)
 
     @property
     def runs_dir(self) -> Path:
@@ -145,6 +147,8 @@ def load_settings() -> Settings:
         monitoring_config=_env_path("TAXI_MONITORING_CONFIG", root / "config" / "monitoring.yaml"),
         tfx_home=_env_path("TAXI_TFX_HOME", _env_path("TAXI_WORK_DIR", root / "var") / "tfx"),
         tfx_runtime_script=_env_path("TAXI_TFX_RUNTIME_SCRIPT", root / "scripts" / "tfx_runtime.sh"),
+        tfx_queue=os.environ.get("TAXI_TFX_QUEUE", "").strip() or "tfx",
+        tfx_image=os.environ.get("TAXI_TFX_IMAGE", "").strip() or None,
     )
 
 

@@ -1,5 +1,5 @@
-"""Static checks of docker-compose.yaml, the project image (Dockerfile, .dockerignore), .env.example
-and the scripts under deploy/compose/.
+"""Static checks of docker-compose.yaml, the project image (Dockerfile, .dockerignore), the TFX image
+(runtime/tfx/Dockerfile), .env.example and the scripts under deploy/compose/.
 
 No container engine runs on the build machines, so the stack is checked without starting it:
 against the Compose specification (check-jsonschema) and Compose's own loader (compose-config, built
@@ -33,6 +33,7 @@ from fixtures.env import REPO_ROOT
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
+TFX_DOCKERFILE = REPO_ROOT / "runtime" / "tfx" / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 DEPLOY_COMPOSE = REPO_ROOT / "deploy" / "compose"
 SCRIPTS = REPO_ROOT / "scripts"
@@ -41,7 +42,9 @@ BIN = Path(sys.executable).parent
 AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
 # The CeleryExecutor's services: only in the compose profile `celery` (the default stack runs the LocalExecutor).
 CELERY_PROFILE = "celery"
-CELERY_SERVICES = ("airflow-worker", "flower")
+CELERY_SERVICES = ("airflow-worker", "airflow-worker-tfx", "flower")
+# taxi_tfx's component tasks' worker: the TFX image (runtime/tfx/Dockerfile, target worker), not the project image.
+TFX_WORKER = "airflow-worker-tfx"
 PROJECT_SERVICES = (*AIRFLOW_SERVICES, *CELERY_SERVICES, "kafka-init", "mlflow", "prediction-service")
 # What .env holds to run the Celery variant (the compose file's header).
 CELERY_ENV = {"AIRFLOW_EXECUTOR": "CeleryExecutor", "COMPOSE_PROFILES": CELERY_PROFILE}
@@ -133,10 +136,10 @@ def command_of(service: dict) -> list[str]:
     return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
+def dockerfile_instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments dropped."""
     joined, current = [], ""
-    for line in DOCKERFILE.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if line.lstrip().startswith("#") or not line.strip():
             continue
         current += line.rstrip()
@@ -148,9 +151,9 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1] if " " in text else "") for text in joined]
 
 
-def dockerfile_assignments(kind: str) -> dict[str, str]:
+def dockerfile_assignments(kind: str, instructions: list[tuple[str, str]] | None = None) -> dict[str, str]:
     values = {}
-    for instruction, args in dockerfile_instructions():
+    for instruction, args in dockerfile_instructions() if instructions is None else instructions:
         if instruction == kind:
             for item in shlex.split(args):
                 name, _, value = item.partition("=")
@@ -158,14 +161,37 @@ def dockerfile_assignments(kind: str) -> dict[str, str]:
     return values
 
 
-def copied_sources() -> set[str]:
-    """What the Dockerfile copies from the build context (every COPY's sources)."""
+def dockerfile_stages(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """A multi-stage Dockerfile's instructions by stage name (`FROM image AS name`); "" holds the
+    global ARGs before the first FROM. Each stage starts with its FROM."""
+    stages: dict[str, list[tuple[str, str]]] = {"": []}
+    current = ""
+    for kind, args in dockerfile_instructions(path):
+        if kind == "FROM":
+            current = args.split()[-1] if " AS " in args.upper() else args
+            stages[current] = []
+        stages[current].append((kind, args))
+    return stages
+
+
+def copied_sources(path: Path = DOCKERFILE) -> set[str]:
+    """What a Dockerfile copies from the build context (every COPY's sources)."""
     sources = set()
-    for kind, args in dockerfile_instructions():
+    for kind, args in dockerfile_instructions(path):
         tokens = [token for token in shlex.split(args) if not token.startswith("--")]
         if kind == "COPY" and "--from" not in args:
             sources |= {token.rstrip("/") for token in tokens[:-1]}
     return sources
+
+
+def load_settings_without_env():
+    """The project's settings with their own defaults (no TAXI_* variable set)."""
+    from unittest import mock
+
+    from chicago_taxi.core import config
+
+    with mock.patch.dict(os.environ, {k: v for k, v in os.environ.items() if not k.startswith("TAXI_")}, clear=True):
+        return config.load_settings()
 
 
 def container_env(service_name: str, compose_file: dict | None = None) -> dict[str, str]:
@@ -317,7 +343,8 @@ def test_the_airflow_services_share_x_airflow_common():
     common = data["x-airflow-common"]
     for name in (*AIRFLOW_SERVICES, *CELERY_SERVICES):
         service = data["services"][name]
-        assert service["image"] == common["image"] and service["build"] == common["build"], f"{name}: not the x-airflow-common image"
+        if name != TFX_WORKER:  # the TFX image, built on this one (test_the_tfx_worker_...)
+            assert service["image"] == common["image"] and service["build"] == common["build"], f"{name}: not the x-airflow-common image"
         env = service_env(service)
         differing = {k for k, v in service_env(common).items() if env.get(k) != v}
         assert not differing, f"{name} does not carry x-airflow-common's {sorted(differing)}"
@@ -369,7 +396,9 @@ def test_every_project_service_runs_the_one_image_built_from_the_dockerfile():
     project_image = data["x-project-image"]
     assert project_image["build"] == {"context": ".", "dockerfile": "Dockerfile"}
     for name, service in data["services"].items():
-        if name in PROJECT_SERVICES:
+        if name == TFX_WORKER:  # the TFX image, built on the project image (test_the_tfx_worker_...)
+            assert service["build"]["additional_contexts"]["project"].removeprefix("service:") in PROJECT_SERVICES
+        elif name in PROJECT_SERVICES:
             assert (service["image"], service["build"]) == (project_image["image"], project_image["build"]), name
         else:
             assert "build" not in service, f"{name}: only the project image is built here"
@@ -750,20 +779,36 @@ def test_a_celery_service_refuses_to_start_without_the_celery_executor(service_n
     assert calls == []
 
 
+def without_defaults(token: str) -> str:
+    """A script's token with each ${NAME:-default} read as its default."""
+    return re.sub(r"\$\{[A-Za-z0-9_]+:-([^}]*)\}", r"\1", token)
+
+
 def test_the_worker_runs_airflow_celery_worker_as_scripts_airflow_stack_sh_runs_it(tmp_path):
     """The worker's command line has the native workers' flags (scripts/airflow_stack.sh) but the
     Celery name, which each container's own host name makes unique (celery@<hostname>, the name its
-    health check pings); its concurrency is the configured one, as natively."""
-    proc, calls = run_celery_service("airflow-worker", tmp_path, **CELERY_ENV)
-    assert proc.returncode == 0, proc.stderr
-    (call,) = calls
-    ours = shlex.split(call)
-    assert ours[:3] == ["airflow", "celery", "worker"]
+    health check pings); its concurrency is the configured one, as natively. The native workers
+    consume Airflow's default queue and taxi_tfx's; here airflow-worker the first, airflow-worker-tfx
+    (the TFX image) the second."""
+    queues = {}
+    for name in ("airflow-worker", TFX_WORKER):
+        proc, calls = run_celery_service(name, tmp_path / name, **CELERY_ENV)
+        assert proc.returncode == 0, proc.stderr
+        (call,) = calls
+        ours = shlex.split(call)
+        assert ours[:3] == ["airflow", "celery", "worker"]
+        queues[name] = native_command(ours)["--queues"]
     script = (SCRIPTS / "airflow_stack.sh").read_text()
     native_line = re.search(r"(airflow celery worker [^>\n]*?)\s*>", script)
     assert native_line, "scripts/airflow_stack.sh starts no `airflow celery worker`"
-    native = native_command(shlex.split(native_line.group(1)))
+    native = native_command([without_defaults(token) for token in shlex.split(native_line.group(1))])
     assert set(native_command(ours)) == set(native) - {"--celery-hostname"}, f"compose {ours}, native {native_line.group(1)}"
+    (airflow_dir,) = importlib.util.find_spec("airflow").submodule_search_locations
+    airflow_config = yaml.safe_load((Path(airflow_dir) / "config_templates" / "config.yml").read_text())
+    default_queue = airflow_config["operators"]["options"]["default_queue"]["default"]
+    tfx_queue = load_settings_without_env().tfx_queue
+    assert queues == {"airflow-worker": default_queue, TFX_WORKER: tfx_queue}, "the default queue, and the one taxi_tfx's components take"
+    assert native["--queues"].split(",") == [default_queue, tfx_queue], "natively every worker takes both (the bubblewrap runtime serves)"
     data = compose(**CELERY_ENV)
     concurrency = service_env(data["x-airflow-common"])["AIRFLOW__CELERY__WORKER_CONCURRENCY"]
     assert native_command(ours)["--concurrency"] == concurrency == native_env(TAXI_EXECUTOR="celery")["AIRFLOW__CELERY__WORKER_CONCURRENCY"]
@@ -791,7 +836,7 @@ def test_the_celery_commands_and_health_check_work_with_the_installed_airflow(tm
     lines = {
         kind: shlex.split(re.search(rf"^\s*{kind}\) exec (airflow celery {kind}[^;]*);;", script, re.M).group(1)) for kind in ("worker", "flower")
     }
-    argv = {kind: [re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", token) for token in tokens[1:]] for kind, tokens in lines.items()}
+    argv = {kind: [without_defaults(token) for token in tokens[1:]] for kind, tokens in lines.items()}
     check = f"""
 import json, sys
 from airflow.cli import cli_parser
@@ -927,7 +972,10 @@ def test_dockerignore_keeps_runtime_state_and_secrets_out_of_the_image():
     for required in (".venv", "var", "mlflow", "logs", "reports", ".git", ".env", "**/__pycache__"):
         assert required in patterns, f".dockerignore must exclude {required}"
     excluded = [pattern for pattern in patterns if not pattern.startswith("!") and not pattern.startswith("**/")]
-    lost = {path for path in copied_sources() for pattern in excluded if path == pattern or path.startswith(pattern + "/")}
+    # The TFX image is built from the same context (the repository root), under the same .dockerignore.
+    assert not (TFX_DOCKERFILE.parent / "Dockerfile.dockerignore").exists()
+    everything = copied_sources() | copied_sources(TFX_DOCKERFILE)
+    lost = {path for path in everything for pattern in excluded if path == pattern or path.startswith(pattern + "/")}
     assert not lost, f"the Dockerfile copies what .dockerignore leaves out: {lost}"
     # Inside what it copies, only what the image must not carry is left out.
     meant = {"deploy/compose/compose-config", "expectations/gx/uncommitted"}
@@ -956,3 +1004,70 @@ def test_postgres_creates_every_database_the_services_use():
 def test_airflow_conn_of_the_kafka_trigger_is_valid_json():
     value = service_env(compose()["x-airflow-common"])["AIRFLOW_CONN_TAXI_KAFKA_TRIGGER"]
     assert json.loads(value)["extra"]["bootstrap.servers"] == service_env({"environment": compose()["x-taxi-env"]})["KAFKA_BOOTSTRAP_SERVERS"]
+
+
+# ---------------------------------------------------------------- the TFX image (runtime/tfx/Dockerfile)
+def test_the_tfx_runtime_stage_installs_exactly_the_recipe_scripts_tfx_runtime_sh_builds():
+    """The image's `runtime` stage and scripts/tfx_runtime.sh make one runtime from one recipe,
+    runtime/tfx/: the same Debian release, the Debian packages of apt-packages.txt and the venv of
+    requirements.lock at the same path, and nothing installed beside them."""
+    stages = dockerfile_stages(TFX_DOCKERFILE)
+    runtime, script = stages["runtime"], (SCRIPTS / "tfx_runtime.sh").read_text()
+    assert runtime[0] == ("FROM", f"debian:{script_default(SCRIPTS / 'tfx_runtime.sh', 'TAXI_TFX_DEBIAN_RELEASE')}-slim AS runtime")
+    assert [args for kind, args in runtime if kind == "COPY"] == ["runtime/tfx/apt-packages.txt runtime/tfx/requirements.lock /opt/"]
+    assert 'RECIPE="$ROOT/runtime/tfx"' in script and '"$RECIPE/apt-packages.txt"' in script and '"$RECIPE/requirements.lock"' in script
+    runs = " ; ".join(re.sub(r"\s+", " ", args) for kind, args in runtime if kind == "RUN")
+    # apt-get installs the file's packages and no other; pip installs the lock and nothing else.
+    assert re.findall(r"\S+ apt-get install[^&]*", runs) == ["xargs apt-get install -y --no-install-recommends "]
+    assert "grep -v '^#' /opt/apt-packages.txt | xargs apt-get install" in runs
+    assert re.findall(r"pip install[^;&]*", runs) == ["pip install --no-cache-dir --no-input -r /opt/requirements.lock"]
+    venv = re.search(r"^VENV=(\S+)$", script, re.M).group(1)
+    assert f"python3 -m venv {venv} && {venv}/bin/pip install" in runs, "the script's venv path"
+    env = dockerfile_assignments("ENV", runtime)
+    assert env["TAXI_TFX_RUNTIME"] == "image" and env["PATH"].startswith(f"{venv}/bin:"), "scripts/tfx_runtime.sh runs in place here"
+
+
+def test_the_tfx_worker_is_the_runtime_with_the_project_images_airflow_and_code():
+    """Stage `worker`: the runtime, plus the project image's Python 3.11 (Airflow and every pin of
+    requirements.txt, the Kubernetes extras when built with them) and /opt/taxi copied from it, its
+    user and state directories made by the root Dockerfile's own command, its environment (PATH
+    without the TFX venv: `python` is Airflow's), its user."""
+    stages = dockerfile_stages(TFX_DOCKERFILE)
+    worker = stages["worker"]
+    assert worker[0] == ("FROM", "runtime AS worker")
+    (arg,) = [args for kind, args in stages[""] if kind == "ARG"]
+    name, _, default = arg.partition("=")
+    assert stages["project"] == [("FROM", f"${{{name}}} AS project")], "the project image, replaceable by a named context"
+    assert default == env_example()["TAXI_IMAGE"], "by default the project image compose builds"
+    copies = sorted(tuple(shlex.split(args)) for kind, args in worker if kind == "COPY")
+    assert copies == [("--from=project", IMAGE_ROOT, IMAGE_ROOT), ("--from=project", "/usr/local", "/usr/local")]
+    (prepare,) = [args for kind, args in worker if kind == "RUN"]
+    (root_prepare,) = [args for kind, args in dockerfile_instructions() if kind == "RUN" and "useradd" in args]
+    first, _, rest = prepare.partition("&&")
+    assert first.split() == ["ldconfig"] and rest.split() == root_prepare.split(), "the project image's user and directories, made alike"
+    project_env = dockerfile_assignments("ENV")
+    worker_env = dockerfile_assignments("ENV", stages["runtime"] + worker)
+    differing = {k: (v, worker_env.get(k)) for k, v in project_env.items() if worker_env.get(k) != v}
+    assert not differing, f"the worker's environment differs from the project image's (project, worker): {differing}"
+    assert worker_env["TAXI_TFX_RUNTIME"] == "image" and worker_env["PATH"].split(":")[0] == "/usr/local/bin"
+    assert "tfx-venv" not in worker_env["PATH"]
+    for kind in ("USER", "WORKDIR"):
+        assert [a for k, a in worker if k == kind] == [a for k, a in dockerfile_instructions() if k == kind], kind
+
+
+def test_the_tfx_worker_service_runs_the_tfx_image_on_the_tfx_queue():
+    """airflow-worker-tfx builds the `worker` stage from the repository root, given as the named
+    context `project` the image the other Airflow services run (a service reference: Compose builds
+    that one first, and the context replaces the Dockerfile's stage of that name); otherwise it is
+    airflow-worker (settings, volumes, health check, dependencies, profile) on another queue."""
+    data = compose(**CELERY_ENV)
+    tfx, worker = data["services"][TFX_WORKER], data["services"]["airflow-worker"]
+    build = tfx["build"]
+    assert build["context"] == "." and REPO_ROOT / build["dockerfile"] == TFX_DOCKERFILE and build["target"] == "worker"
+    kind, _, source = build["additional_contexts"]["project"].partition(":")
+    assert kind == "service" and data["services"][source]["build"] == data["x-project-image"]["build"]
+    assert data["services"][source]["image"] == data["x-project-image"]["image"] and "project" in dockerfile_stages(TFX_DOCKERFILE)
+    assert tfx["image"] == env_example()["TAXI_TFX_IMAGE"] != worker["image"]
+    for key in ("environment", "volumes", "user", "healthcheck", "depends_on", "profiles", "restart", "init"):
+        assert tfx[key] == worker[key], f"{TFX_WORKER}'s {key} is not airflow-worker's"
+    assert command_of(tfx) == [*command_of(worker), load_settings_without_env().tfx_queue]

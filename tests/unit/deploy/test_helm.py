@@ -10,7 +10,10 @@ and the values for the official Apache Airflow chart (deploy/helm/airflow-values
   external database, and the same settings as the native stack (scripts/env.sh,
   scripts/mlflow_server.sh); the CeleryExecutor overlay (airflow-values-celery.yaml) on top of
   them: the broker by reference on its own Redis database, workers the project image can run, the
-  native stack's capacity (make airflow-ui EXECUTOR=celery).
+  native stack's capacity (make airflow-ui EXECUTOR=celery);
+- taxi_tfx's TFX components in the TFX image: the KubernetesExecutor's pod override (the DAG
+  parsed with the image's Kubernetes extras, its pods merged as the executor merges them), the
+  Celery overlay's `tfx` worker set.
 
 Helm comes from scripts/go_tool.sh (built from the Go module proxy once, then cached); when it
 cannot be built the tests fail with the reason (never skip). The official chart itself is not
@@ -554,9 +557,11 @@ def native_celery_env() -> dict[str, str]:
 def test_the_celery_overlay_changes_the_executor_and_adds_only_celery_settings(airflow_values, celery_overlay, airflow_celery_values):
     """Given after airflow-values.yaml, the overlay switches the executor and sets what only Celery
     reads: everything the base file sets (image, secrets, env, volumes, components) stays."""
-    assert set(celery_overlay) <= {"executor", "data", "config", "workers"}, sorted(celery_overlay)
+    assert set(celery_overlay) <= {"executor", "data", "config", "workers", "extraEnv"}, sorted(celery_overlay)
     overridden = leaf_paths(celery_overlay) & leaf_paths(airflow_values)
-    assert overridden == {("executor",)}, f"the overlay replaces settings of airflow-values.yaml: {sorted(overridden)}"
+    # extraEnv holds only TAXI_TFX_IMAGE, the KubernetesExecutor's pod override: Celery routes by queue.
+    assert overridden == {("executor",), ("extraEnv",)}, f"the overlay replaces settings of airflow-values.yaml: {sorted(overridden)}"
+    assert celery_overlay["extraEnv"] is None and "extraEnv" not in airflow_celery_values
     assert (airflow_values["executor"], airflow_celery_values["executor"]) == ("KubernetesExecutor", "CeleryExecutor")
     assert set(celery_overlay["config"]) == {"celery"} and set(celery_overlay["workers"]) == {"celery"}, "Celery's own sections only"
     for component in ("apiServer", "triggerer", "dagProcessor"):
@@ -636,6 +641,9 @@ def test_the_celery_install_gives_both_values_files_in_order(source):
     for tokens in celery:
         assert flag_values(tokens, "-f") == ["deploy/helm/airflow-values.yaml", "deploy/helm/airflow-values-celery.yaml"], tokens
         assert flag_values(tokens, "--version") == [AIRFLOW_CHART_VERSION], tokens
+        # The tfx worker set runs the release's one image: the TFX image, named as extraEnv names it.
+        sets = dict(value.split("=", 1) for value in flag_values(tokens, "--set"))
+        assert sets["images.airflow.repository"].endswith("-tfx"), f"{source.name}: the Celery release must run the TFX image: {tokens}"
 
 
 # ---------------------------------------------------------------- YAML style
@@ -674,3 +682,132 @@ def test_the_kubernetes_extras_are_pinned_beside_requirements_without_changing_a
     # What the values need: the executor's provider, and the auth manager's.
     assert airflow_values["executor"] != "KubernetesExecutor" or "apache-airflow-providers-cncf-kubernetes" in extras
     assert "providers.fab." not in airflow_values["config"]["core"].get("auth_manager", "") or "apache-airflow-providers-fab" in extras
+
+
+# ---------------------------------------------------------------- taxi_tfx in the TFX image
+
+
+def render_extra_env(helm: str, tmp_path: Path, *args: str) -> dict[str, str]:
+    """The extraEnv of the values, rendered as the official chart renders it (`tpl` with the
+    release's values), by a scratch chart holding only that template."""
+    import tempfile
+
+    chart = Path(tempfile.mkdtemp(dir=tmp_path, prefix="extra-env-"))
+    (chart / "templates").mkdir()
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: extra-env\nversion: 0.1.0\n")
+    (chart / "templates" / "env.yaml").write_text("{{- with .Values.extraEnv }}\nentries:\n{{- tpl . $ | nindent 2 }}\n{{- end }}\n")
+    proc = run_helm(helm, "template", "airflow", str(chart), *args)
+    assert proc.returncode == 0, proc.stderr
+    rendered = yaml.safe_load(proc.stdout) or {}
+    return {entry["name"]: entry["value"] for entry in rendered.get("entries", [])}
+
+
+README_SETS = ("--set", "images.airflow.repository=registry.example.com/chicago-taxi-mlops", "--set", "images.airflow.tag=0.1.0")
+
+
+def test_the_tfx_image_is_the_airflow_image_named_with_tfx(helm, tmp_path, airflow_values):
+    """TAXI_TFX_IMAGE follows --set images.airflow.*: the TFX image is the Airflow (project) image's
+    repository with "-tfx", same tag, as airflow-values.yaml's header builds it on that image; with
+    the Celery overlay it is gone (Celery routes by queue)."""
+    base = ("-f", str(AIRFLOW_VALUES))
+    assert render_extra_env(helm, tmp_path, *base) == {"TAXI_TFX_IMAGE": f"{airflow_values['images']['airflow']['repository']}-tfx:0.1.0"}
+    image = render_extra_env(helm, tmp_path, *base, *README_SETS)["TAXI_TFX_IMAGE"]
+    assert image == "registry.example.com/chicago-taxi-mlops-tfx:0.1.0"
+    (build,) = [t for t in shell_commands(AIRFLOW_VALUES.read_text()) if t[:2] == ["docker", "build"] and "runtime/tfx/Dockerfile" in t]
+    assert flag_values(build, "-f") == ["runtime/tfx/Dockerfile"] and flag_values(build, "--target") == ["worker"]
+    assert flag_values(build, "-t") == [image] and flag_values(build, "--build-arg") == [
+        "PROJECT_IMAGE=registry.example.com/chicago-taxi-mlops:0.1.0"
+    ]
+    assert render_extra_env(helm, tmp_path, *base, "-f", str(AIRFLOW_CELERY_VALUES), *README_SETS) == {}
+
+
+@pytest.fixture(scope="module")
+def kubernetes_extras() -> Path:
+    """deploy/requirements-kubernetes.txt (the Kubernetes image's extras: the kubernetes client and
+    the KubernetesExecutor's provider), installed once per lock into a cached directory for
+    PYTHONPATH, beside the venv whose pins they were resolved against."""
+    import hashlib
+    import shutil
+
+    lock = REPO_ROOT / "deploy" / "requirements-kubernetes.txt"
+    cache_root = Path(os.environ.get("TAXI_TOOL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "chicago-taxi")
+    target = cache_root / "kubernetes-extras" / hashlib.sha256(lock.read_bytes()).hexdigest()[:16]
+    if not target.is_dir():
+        partial = target.with_name(target.name + f".partial-{os.getpid()}")
+        uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+        assert uv, "no uv (requirements.txt pins it into the venv)"
+        command = [uv, "pip", "install", "--quiet", "--no-deps", "--target", str(partial), "--python", sys.executable, "-r", str(lock)]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            pytest.fail(f"could not install {lock.name} (it needs the package index): {proc.stderr[-2000:]}", pytrace=False)
+        partial.rename(target)
+    return target
+
+
+KUBERNETES_DAG_CHECK = """
+import json, sys
+from kubernetes.client import models as k8s
+from airflow.dag_processing.dagbag import DagBag
+from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
+from airflow.serialization.serialized_objects import DagSerialization
+
+bag = DagBag(dag_folder=sys.argv[1])
+assert not bag.import_errors, bag.import_errors
+# As the DAG processor stores it and the scheduler reads it back.
+dag = DagSerialization.from_dict(DagSerialization.to_dict(bag.dags["taxi_tfx"]))
+template = k8s.V1Pod(spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="base", image=sys.argv[2])]))
+pods = {}
+for task in dag.tasks:
+    pod = PodGenerator.reconcile_pods(template, PodGenerator.from_obj(task.executor_config))
+    pods[task.task_id] = {"queue": task.queue, "images": {c.name: c.image for c in pod.spec.containers}}
+print(json.dumps(pods))
+"""
+
+
+def test_the_kubernetes_executor_runs_taxi_tfx_components_in_the_tfx_image(helm, tmp_path, kubernetes_extras):
+    """The DAG parsed as the DAG processor of the Kubernetes image parses it (its extras installed,
+    TAXI_TFX_IMAGE as the chart renders it), serialized and read back, each task's pod_override
+    merged over a pod template as the KubernetesExecutor merges them: the component tasks' container
+    "base" runs the TFX image, every other task the Airflow image."""
+    from chicago_taxi.tfx_pipeline.layout import COMPONENTS
+
+    tfx_image = render_extra_env(helm, tmp_path, "-f", str(AIRFLOW_VALUES), *README_SETS)["TAXI_TFX_IMAGE"]
+    airflow_image = "registry.example.com/chicago-taxi-mlops:0.1.0"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXI_TFX", "AIRFLOW"))}
+    env |= {
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(kubernetes_extras)]),
+        "TAXI_TFX_IMAGE": tfx_image,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__EXECUTOR": "KubernetesExecutor",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", KUBERNETES_DAG_CHECK, str(REPO_ROOT / "dags" / "taxi_tfx.py"), airflow_image],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    pods = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(COMPONENTS) < set(pods)
+    for task_id, pod in pods.items():
+        expected = tfx_image if task_id in COMPONENTS else airflow_image
+        assert pod["images"] == {"base": expected}, f"{task_id}: {pod}"
+        assert (pod["queue"] == "tfx") == (task_id in COMPONENTS), f"{task_id}: queue {pod['queue']}"
+
+
+def test_the_celery_overlay_gives_taxi_tfx_a_worker_set_on_its_queue(airflow_celery_values):
+    """Chart 1.22's worker sets: `tfx` consumes the queue the DAG sends the TFX components to, with
+    the other workers' settings (probe, resources); the default workers keep the default queue."""
+    from unittest import mock
+
+    from chicago_taxi.core import config
+
+    with mock.patch.dict(os.environ, {k: v for k, v in os.environ.items() if not k.startswith("TAXI_")}, clear=True):
+        tfx_queue = config.load_settings().tfx_queue
+    celery = airflow_celery_values["workers"]["celery"]
+    (tfx_set,) = celery["sets"]
+    assert tfx_set == {"name": "tfx", "queue": tfx_queue, "replicas": 1}, tfx_set
+    assert "queue" not in celery and celery.get("enableDefault", True) is True, "the default workers stay, on the default queue"

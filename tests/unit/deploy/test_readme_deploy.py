@@ -179,3 +179,37 @@ def test_the_readmes_ci_commands_are_make_targets_the_workflow_runs():
         assert tokens[0] == "make", tokens
         assert re.search(rf"^{re.escape(tokens[1])}:", makefile, re.M), f"no Makefile target {tokens[1]}"
         assert f"run: make {tokens[1]}" in workflow, f"the workflow does not run make {tokens[1]}"
+
+
+def test_the_readme_runs_taxi_tfx_on_the_tfx_image_in_compose_and_on_kubernetes():
+    """Compose: the celery profile with the CeleryExecutor brings up airflow-worker-tfx. Kubernetes:
+    the TFX image is built from runtime/tfx/Dockerfile's `worker` stage on the project image the
+    Airflow install runs, tagged as airflow-values.yaml's extraEnv names it (TAXI_TFX_IMAGE, for the
+    KubernetesExecutor's pods), both are pushed, and the Celery install runs the TFX image."""
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yaml").read_text())
+    steps = commands("Compose")
+    (up,) = [s for s in steps if "--profile" in s]
+    assert up[0] == "AIRFLOW_EXECUTOR=CeleryExecutor" and up[1:4] == ["docker", "compose", "--profile"] and "--build" in up
+    (profile,) = flag_values(up, "--profile")
+    (ps,) = [s for s in steps if s[:3] == ["docker", "compose", "ps"] and len(s) > 3]
+    assert compose["services"][ps[3]]["profiles"] == [profile] and compose["services"][ps[3]]["build"]["target"] == "worker"
+
+    k8s = commands("Kubernetes (Helm)")
+    installs = [t for t in k8s if t[:3] == ["helm", "install", "airflow"]]
+    (base,) = [t for t in installs if flag_values(t, "-f") == ["deploy/helm/airflow-values.yaml"]]
+    sets = dict(v.split("=", 1) for v in flag_values(base, "--set"))
+    project_image = f"{sets['images.airflow.repository']}:{sets['images.airflow.tag']}"
+    extra_env = yaml.safe_load(yaml.safe_load(AIRFLOW_VALUES.read_text())["extraEnv"])
+    (template,) = [e["value"] for e in extra_env if e["name"] == "TAXI_TFX_IMAGE"]
+    tfx_image = re.sub(r"\{\{ \.Values\.(images\.airflow\.\w+) \}\}", lambda m: sets[m.group(1)], template)
+    builds = [t for t in k8s if t[:2] == ["docker", "build"]]
+    (tfx_build,) = [t for t in builds if flag_values(t, "-f")]
+    assert flag_values(tfx_build, "-f") == ["runtime/tfx/Dockerfile"] and flag_values(tfx_build, "--target") == ["worker"]
+    assert flag_values(tfx_build, "-t") == [tfx_image] and flag_values(tfx_build, "--build-arg") == [f"PROJECT_IMAGE={project_image}"]
+    (project_build,) = [t for t in builds if t is not tfx_build]
+    assert flag_values(project_build, "-t") == [project_image]
+    assert flag_values(project_build, "--build-arg") == ["EXTRA_REQUIREMENTS=deploy/requirements-kubernetes.txt"]
+    assert {t[2] for t in k8s if t[:2] == ["docker", "push"]} == {project_image, tfx_image}
+    for celery in (t for t in installs if t is not base):
+        celery_sets = dict(v.split("=", 1) for v in flag_values(celery, "--set"))
+        assert f"{celery_sets['images.airflow.repository']}:{celery_sets['images.airflow.tag']}" == tfx_image, celery
