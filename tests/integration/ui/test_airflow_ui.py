@@ -135,11 +135,16 @@ def pick_datetime(page, dialog, field: str, when: datetime) -> None:
     from playwright.sync_api import expect
 
     opener = dialog.get_by_role("group").filter(has=page.get_by_text(field, exact=True)).get_by_test_id("datetime-input")
+    date = page.get_by_placeholder("YYYY/MM/DD").filter(visible=True)
+    # One popover at a time: the previous field's may still be closing (both visible failed in CI).
+    expect(date).to_have_count(0)
     opener.click()
-    page.get_by_placeholder("YYYY/MM/DD").filter(visible=True).fill(f"{when:%Y/%m/%d}")
+    expect(date).to_have_count(1)
+    date.fill(f"{when:%Y/%m/%d}")
     page.get_by_placeholder("HH:mm").filter(visible=True).fill(f"{when:%H:%M}")
     opener.click()
     expect(opener).to_have_text(f"{when:%b %d, %Y %H:%M}")
+    expect(date).to_have_count(0)
 
 
 def run_state_badge(page, run_id: str):
