@@ -50,18 +50,24 @@ need_tools() {
   fi
 }
 
+# TAXI_TFX_BIND's directories (colon-separated), each made if missing, one per line.
+bind_dirs() {
+  local dir extra
+  IFS=: read -r -a extra <<< "${TAXI_TFX_BIND:-}"
+  for dir in "${extra[@]}"; do
+    [ -n "$dir" ] || continue
+    mkdir -p "$dir"
+    echo "$dir"
+  done
+}
+
 # bwrap into the runtime: its own /proc, /dev and /tmp, the host's resolver and CA bundle (pip
 # goes through the same proxy as the host), plugins/ read-only, TAXI_TFX_BIND read-write.
 inside() {
   local binds=() dir
   # the host's CA bundle over Debian's once ca-certificates is installed (not while apt installs it)
   [ ! -f "$ROOTFS/etc/ssl/certs/ca-certificates.crt" ] || binds+=(--ro-bind /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt)
-  IFS=: read -r -a extra <<< "${TAXI_TFX_BIND:-}"
-  for dir in "${extra[@]}"; do
-    [ -n "$dir" ] || continue
-    mkdir -p "$dir"
-    binds+=(--bind "$dir" "$dir")
-  done
+  while read -r dir; do binds+=(--bind "$dir" "$dir"); done < <(bind_dirs)
   bwrap --bind "$ROOTFS" / --proc /proc --dev /dev --tmpfs /tmp \
     --ro-bind /etc/resolv.conf /etc/resolv.conf \
     --ro-bind "$ROOT/plugins" "$ROOT/plugins" \
@@ -100,7 +106,7 @@ build() {
 }
 
 require_built() {
-  [ -f "$RUNTIME/.complete" ] && return 0
+  [ -f "$RUNTIME/.complete" ] && { mkdir -p "$CACHE/pip"; return 0; }
   local why="no TFX runtime here: none is built for this recipe ($RUNTIME), and this is not the TFX image (no $IMAGE_VENV)"
   [ "$(id -u)" = 0 ] || why="$why, and building one needs root (you are uid $(id -u))"
   {
@@ -117,9 +123,7 @@ require_built() {
 # plugins/ on PYTHONPATH, TAXI_TFX_BIND's directories made (they are already the same paths).
 in_image() {
   [ -x "$IMAGE_VENV/bin/python" ] || { echo "TAXI_TFX_RUNTIME=image, but there is no TFX venv at $IMAGE_VENV: this is not the TFX image (runtime/tfx/Dockerfile)" >&2; exit 1; }
-  local dir
-  IFS=: read -r -a extra <<< "${TAXI_TFX_BIND:-}"
-  for dir in "${extra[@]}"; do [ -z "$dir" ] || mkdir -p "$dir"; done
+  bind_dirs > /dev/null
   exec env -u VIRTUAL_ENV -u PIP_FIND_LINKS PATH="$IMAGE_VENV/bin:$PATH" PYTHONPATH="$ROOT/plugins" PYTHONDONTWRITEBYTECODE=1 "$@"
 }
 
@@ -155,8 +159,8 @@ fi
 ROOTFS="$RUNTIME/rootfs"
 case "${1:-}" in
   build) build ;;
-  check) require_built; mkdir -p "$CACHE/pip"; inside python -c "$CHECK" ;;
-  run) shift; require_built; mkdir -p "$CACHE/pip"; inside "$@" ;;
+  check) require_built; inside python -c "$CHECK" ;;
+  run) shift; require_built; inside "$@" ;;
   path) echo "$ROOTFS" ;;
   clean) rm -rf "$CACHE"; echo "removed $CACHE" ;;
   *) echo "usage: $0 build|check|run CMD...|path|clean" >&2; exit 2 ;;
